@@ -1,0 +1,498 @@
+"""SpecPC: keep the parts of retrieved documents a small draft model attends to.
+
+Pipeline of one :meth:`SpecPC.compress` call::
+
+    documents + question
+      -> draft tokens per document, grouped into word units   (segmentation)
+      -> one or more draft passes, each ending with the question   (_layout_pieces)
+      -> attention of the question's last tokens (+ lookahead tokens) on every document token
+                                                                  (attention.AttentionCapture)
+      -> smoothed scores, units ranked, budget filled           (scoring)
+      -> character spans, snapped to words, joined verbatim      (_build_document)
+
+The target model never appears here: the output is text, so any LLM, local or served, with
+any tokenizer, can consume it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from tqdm.auto import tqdm
+
+from .attention import AttentionCapture, capture_attention, enable_capture
+from .models import LoadedModel, load_model
+from .result import CompressedDocument, CompressionResult
+from .scoring import centred_max_pool, fill_budget, rank_units, resolve_budget, validate_keep_ratio
+from .segmentation import DocumentTokens, tokenize_document
+
+DEFAULT_DRAFT = "smollm2-135m"
+_FALLBACK_MAX_TOKENS = 8192  # when a config states no position limit
+
+
+class SpecPCSettings(BaseModel):
+    """Knobs of SpecPC. Defaults are the measured ones documented in ``docs/tuning.md``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    window: int = Field(64, ge=1, description="Last prompt tokens whose attention scores.")
+    lookahead: int = Field(
+        1, ge=1, description="Draft tokens whose queries score; 1 = the prefill only."
+    )
+    start_layer: int | None = Field(
+        None, ge=0, description="First scored layer; None = a third of the draft's depth."
+    )
+    pool_kernel: int = Field(32, ge=1, description="Max-pool width smoothing token scores.")
+    neighbourhood: int = Field(
+        32, ge=1, description="Tokens around each peak that rank with it (kept contiguous)."
+    )
+    separator: str = Field(" … ", description="Joins kept spans inside a document.")
+    max_draft_tokens: int | None = Field(
+        None, ge=128, description="Longest draft pass; None = the draft's position limit."
+    )
+    max_unit_tokens: int = Field(24, ge=1, description="Longest word unit, in draft tokens.")
+    question_template: str = Field(
+        "\n\nQuestion: {question}\nAnswer:", description="How the question follows the documents."
+    )
+    document_separator: str = Field("\n\n", description="Between documents in the draft prompt.")
+
+    @field_validator("question_template")
+    @classmethod
+    def _has_question_slot(cls, value: str) -> str:
+        if "{question}" not in value:
+            raise ValueError("question_template must contain '{question}'")
+        return value
+
+
+@dataclass
+class _Piece:
+    """One draft pass: token ids plus where each scored document token sits in them."""
+
+    ids: list[int]
+    flat_positions: np.ndarray  # indices into the flattened document-token array
+    piece_positions: np.ndarray  # matching positions inside ``ids``
+    question_tokens: int  # length of the question suffix that ends ``ids``
+
+
+class SpecPC:
+    """Prompt compression with draft-model attention (SpecPC), for RAG contexts.
+
+    Parameters
+    ----------
+    draft:
+        A :class:`~specrag.models.LoadedModel`, or anything :func:`specrag.load_model` takes
+        (bundle name such as ``"smollm2-135m"``, local folder, hub id).
+    keep_ratio, max_tokens:
+        The budget, shared by all documents of a call: a fraction of their draft tokens, or
+        an absolute number of draft tokens. At most one; neither means ``keep_ratio=0.25``.
+        Question and instruction are never cut and do not count against it.
+    device, dtype:
+        Where and how to load ``draft`` when it is given by name.
+    progress:
+        Show a progress bar when an input needs several draft passes.
+    **settings:
+        Fields of :class:`SpecPCSettings` (window, lookahead, start_layer, pool_kernel,
+        neighbourhood, separator, max_draft_tokens, ...).
+
+    Examples
+    --------
+    >>> from specrag import SpecPC, build_tiny_model
+    >>> pc = SpecPC(build_tiny_model(), keep_ratio=0.5)
+    >>> result = pc.compress(["Paris is the capital of France. It is big."], "Capital of France?")
+    >>> result.documents[0].kept_tokens <= result.budget
+    True
+    """
+
+    def __init__(
+        self,
+        draft: LoadedModel | str = DEFAULT_DRAFT,
+        *,
+        keep_ratio: float | None = None,
+        max_tokens: int | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        progress: bool = True,
+        **settings: object,
+    ) -> None:
+        if keep_ratio is not None and max_tokens is not None:
+            raise ValueError("give keep_ratio or max_tokens, not both")
+        if keep_ratio is None and max_tokens is None:
+            keep_ratio = 0.25
+        resolve_budget(0, keep_ratio, max_tokens)  # validates early, before loading a model
+        self.keep_ratio = keep_ratio
+        self.max_tokens = max_tokens
+        self.settings = SpecPCSettings(**settings)  # type: ignore[arg-type]
+        self.draft = draft if isinstance(draft, LoadedModel) else load_model(draft, device, dtype)
+        self.progress = progress
+        self._start_layer = self._resolve_start_layer()
+        enable_capture(self.draft.model)
+        self._bos = self._leading_special_ids()
+
+    # ------------------------------------------------------------------ public API
+    def compress(
+        self,
+        documents: Sequence[str],
+        question: str,
+        instruction: str | None = None,
+        *,
+        keep_ratio: float | None = None,
+        max_tokens: int | None = None,
+    ) -> CompressionResult:
+        """Compress ``documents`` for ``question`` under one shared token budget.
+
+        Returns one :class:`CompressedDocument` per input, same order; a document the draft
+        finds irrelevant may come back empty. Per-call ``keep_ratio``/``max_tokens`` override
+        the instance's budget.
+        """
+        started = time.perf_counter()
+        docs = _validate_documents(documents)
+        question = _validate_text("question", question, allow_empty=False)
+        if instruction is not None:
+            instruction = _validate_text("instruction", instruction, allow_empty=True)
+        ratio, absolute = self._call_budget(keep_ratio, max_tokens)
+
+        tokenizer = self.draft.tokenizer
+        tokenized = [
+            tokenize_document(tokenizer, text, self.settings.max_unit_tokens) if text.strip() else None
+            for text in docs
+        ]
+        total = sum(t.num_tokens for t in tokenized if t is not None)
+        budget = resolve_budget(total, ratio, absolute)
+        doc_scores, pieces = self._score(tokenized, question, instruction, budget, total)
+        kept_units, partial = self._select(tokenized, doc_scores, budget)
+
+        compressed = [
+            _build_document(
+                index,
+                docs[index],
+                tokenized[index],
+                doc_scores[index],
+                kept_units.get(index, np.zeros(0, dtype=np.int64)),
+                partial.get(index, {}),
+                self.settings.separator,
+            )
+            for index in range(len(docs))
+        ]
+        return CompressionResult(
+            documents=compressed,
+            question=question,
+            instruction=instruction,
+            budget=budget,
+            separator=self.settings.separator,
+            draft=self.draft.name,
+            pieces=pieces,
+            seconds=time.perf_counter() - started,
+        )
+
+    async def acompress(
+        self,
+        documents: Sequence[str],
+        question: str,
+        instruction: str | None = None,
+        *,
+        keep_ratio: float | None = None,
+        max_tokens: int | None = None,
+    ) -> CompressionResult:
+        """:meth:`compress` in a worker thread, so the event loop keeps running."""
+        return await asyncio.to_thread(
+            self.compress,
+            documents,
+            question,
+            instruction,
+            keep_ratio=keep_ratio,
+            max_tokens=max_tokens,
+        )
+
+    # ------------------------------------------------------------------ scoring
+    def _score(
+        self,
+        tokenized: list[DocumentTokens | None],
+        question: str,
+        instruction: str | None,
+        budget: int,
+        total: int,
+    ) -> tuple[list[np.ndarray], int]:
+        """Per-document raw token scores from one or more draft passes."""
+        flat = np.zeros(total, dtype=np.float32)
+        if budget == 0:  # nothing will be kept: skip the draft entirely
+            return _split_flat(flat, tokenized), 0
+        pieces = self._layout_pieces(tokenized, question, instruction)
+        bar = tqdm(
+            pieces,
+            desc="specpc",
+            unit="pass",
+            disable=None if (self.progress and len(pieces) > 1) else True,
+        )
+        for piece in bar:
+            scores = self._score_piece(piece.ids, question_tokens=piece.question_tokens)
+            flat[piece.flat_positions] = scores[piece.piece_positions]
+        return _split_flat(flat, tokenized), len(pieces)
+
+    def _layout_pieces(
+        self, tokenized: list[DocumentTokens | None], question: str, instruction: str | None
+    ) -> list[_Piece]:
+        """Lay documents out as draft prompts no longer than the draft can read.
+
+        Each piece is ``[bos] instruction documents... question``; documents that do not fit
+        continue in the next piece, which again ends with the question, so every token is
+        scored by the question's attention.
+        """
+        tokenizer = self.draft.tokenizer
+        settings = self.settings
+        prefix = list(self._bos)
+        if instruction:
+            prefix += tokenizer.encode(instruction + settings.document_separator, add_special_tokens=False)
+        suffix = tokenizer.encode(
+            settings.question_template.format(question=question), add_special_tokens=False
+        )
+        separator = tokenizer.encode(settings.document_separator, add_special_tokens=False)
+        limit = self._max_draft_tokens()
+        room = limit - len(prefix) - len(suffix) - (settings.lookahead - 1)
+        if room < 64:
+            raise ValueError(
+                f"question and instruction take {len(prefix) + len(suffix)} draft tokens, leaving "
+                f"{room} of the draft's {limit} for documents; shorten them or raise max_draft_tokens"
+            )
+        pieces: list[_Piece] = []
+        ids: list[int] = list(prefix)
+        flat_pos: list[np.ndarray] = []
+        piece_pos: list[np.ndarray] = []
+        flat_offset = 0
+
+        def close() -> None:
+            nonlocal ids, flat_pos, piece_pos
+            if flat_pos:
+                pieces.append(
+                    _Piece(ids + suffix, np.concatenate(flat_pos), np.concatenate(piece_pos), len(suffix))
+                )
+            ids, flat_pos, piece_pos = list(prefix), [], []
+
+        for doc in tokenized:
+            if doc is None:
+                continue
+            start = 0
+            while start < doc.num_tokens:
+                free = room - (len(ids) - len(prefix))
+                if free <= len(separator):
+                    close()
+                    continue
+                take = min(doc.num_tokens - start, free - len(separator))
+                piece_pos.append(np.arange(len(ids), len(ids) + take))
+                flat_pos.append(np.arange(flat_offset + start, flat_offset + start + take))
+                ids.extend(doc.ids[start : start + take].tolist())
+                ids.extend(separator)
+                start += take
+            flat_offset += doc.num_tokens
+        close()
+        return pieces
+
+    @torch.inference_mode()
+    def _score_piece(self, ids: list[int], question_tokens: int) -> np.ndarray:
+        """Run the draft over one piece; return each position's fp32 importance."""
+        model = self.draft.model
+        input_ids = torch.tensor([ids], dtype=torch.long, device=self.draft.device)
+        capture = AttentionCapture(
+            num_keys=len(ids),
+            window=min(self.settings.window, question_tokens),
+            start_layer=self._start_layer,
+        )
+        with capture_attention(capture):
+            lookahead = self.settings.lookahead
+            output = model(input_ids, use_cache=lookahead > 1, logits_to_keep=1)
+            cache = output.past_key_values
+            eos = self.draft.tokenizer.eos_token_id
+            for _ in range(lookahead - 1):
+                next_token = output.logits[:, -1].argmax(dim=-1, keepdim=True)
+                if eos is not None and int(next_token) == eos:
+                    break
+                output = model(next_token, past_key_values=cache, use_cache=True, logits_to_keep=1)
+                cache = output.past_key_values
+        return capture.result()[0].float().cpu().numpy()
+
+    # ------------------------------------------------------------------ selection
+    def _select(
+        self, tokenized: list[DocumentTokens | None], doc_scores: list[np.ndarray], budget: int
+    ) -> tuple[dict[int, np.ndarray], dict[int, dict[int, int]]]:
+        """Choose kept units across all documents; return kept unit indices per document and
+        partially kept units ``{doc: {unit: tokens}}`` used only to spend an exact budget."""
+        settings = self.settings
+        doc_ids, unit_ids, sizes, primary, secondary, tertiary = [], [], [], [], [], []
+        for index, doc in enumerate(tokenized):
+            if doc is None or doc.num_tokens == 0:
+                continue
+            raw = doc_scores[index]
+            pooled = centred_max_pool(raw, settings.pool_kernel)
+            widened = centred_max_pool(pooled, settings.neighbourhood)
+            firsts = doc.unit_first_token
+            doc_ids.append(np.full(doc.num_units, index))
+            unit_ids.append(np.arange(doc.num_units))
+            sizes.append(doc.unit_sizes)
+            primary.append(np.maximum.reduceat(widened, firsts))
+            secondary.append(np.maximum.reduceat(pooled, firsts))
+            tertiary.append(np.maximum.reduceat(raw, firsts))
+        if not doc_ids or budget == 0:
+            return {}, {}
+        ranking = rank_units(
+            np.concatenate(doc_ids),
+            np.concatenate(unit_ids),
+            np.concatenate(sizes),
+            [np.concatenate(primary), np.concatenate(secondary), np.concatenate(tertiary)],
+        )
+        kept, remaining = fill_budget(ranking, budget)
+        partial: dict[int, dict[int, int]] = {}
+        for position in ranking.order:
+            if remaining == 0:
+                break
+            if kept[position]:
+                continue
+            doc = tokenized[int(ranking.document[position])]
+            assert doc is not None
+            cuts = doc.char_boundary_prefixes(int(ranking.unit[position]))
+            fitting = cuts[cuts <= remaining]
+            if fitting.size:
+                take = int(fitting.max())
+                partial.setdefault(int(ranking.document[position]), {})[int(ranking.unit[position])] = take
+                remaining -= take
+        kept_by_doc: dict[int, np.ndarray] = {}
+        for position in np.nonzero(kept)[0]:
+            kept_by_doc.setdefault(int(ranking.document[position]), []).append(int(ranking.unit[position]))  # type: ignore[arg-type]
+        return {doc: np.sort(np.asarray(units)) for doc, units in kept_by_doc.items()}, partial
+
+    # ------------------------------------------------------------------ helpers
+    def _call_budget(
+        self, keep_ratio: float | None, max_tokens: int | None
+    ) -> tuple[float | None, int | None]:
+        if keep_ratio is not None and max_tokens is not None:
+            raise ValueError("give keep_ratio or max_tokens, not both")
+        if keep_ratio is not None:
+            validate_keep_ratio(keep_ratio)
+            return keep_ratio, None
+        if max_tokens is not None:
+            resolve_budget(0, None, max_tokens)
+            return None, max_tokens
+        return self.keep_ratio, self.max_tokens
+
+    def _resolve_start_layer(self) -> int:
+        layers = self.draft.num_layers
+        start = self.settings.start_layer
+        if start is None:
+            return layers // 3
+        if start >= layers:
+            raise ValueError(f"start_layer={start} but the draft has only {layers} layers")
+        return start
+
+    def _max_draft_tokens(self) -> int:
+        if self.settings.max_draft_tokens is not None:
+            return self.settings.max_draft_tokens
+        return self.draft.max_positions or _FALLBACK_MAX_TOKENS
+
+    def _leading_special_ids(self) -> list[int]:
+        """The special tokens the tokenizer puts before text (e.g. BOS), if it adds any."""
+        tokenizer = self.draft.tokenizer
+        with_special = tokenizer.encode("a", add_special_tokens=True)
+        without = tokenizer.encode("a", add_special_tokens=False)
+        if with_special[-len(without) :] == without:
+            return with_special[: len(with_special) - len(without)]
+        return []
+
+    def __repr__(self) -> str:
+        budget = f"keep_ratio={self.keep_ratio}" if self.keep_ratio is not None else f"max_tokens={self.max_tokens}"
+        return f"SpecPC(draft={self.draft.name!r}, {budget}, start_layer={self._start_layer}, {self.settings!r})"
+
+
+def _split_flat(flat: np.ndarray, tokenized: list[DocumentTokens | None]) -> list[np.ndarray]:
+    out, offset = [], 0
+    for doc in tokenized:
+        count = doc.num_tokens if doc is not None else 0
+        out.append(flat[offset : offset + count])
+        offset += count
+    return out
+
+
+def _build_document(
+    index: int,
+    original: str,
+    doc: DocumentTokens | None,
+    raw_scores: np.ndarray,
+    kept_units: np.ndarray,
+    partial: dict[int, int],
+    separator: str,
+) -> CompressedDocument:
+    """Turn kept units into verbatim, word-snapped character spans and the joined text."""
+    if doc is None:  # empty or whitespace-only: passed through untouched
+        spans = [(0, len(original))] if original else []
+        return CompressedDocument(
+            index=index, original=original, text=original, spans=spans,
+            original_tokens=0, kept_tokens=0, relevance=0.0,
+        )
+    sizes = doc.unit_sizes
+    pieces: list[tuple[int, int]] = []
+    kept_tokens = int(sizes[kept_units].sum()) if kept_units.size else 0
+    # Whole units: runs of consecutive unit indices form one span.
+    run_start = None
+    for position, unit in enumerate(kept_units.tolist()):
+        if run_start is None:
+            run_start = unit
+        is_last = position == len(kept_units) - 1
+        if is_last or kept_units[position + 1] != unit + 1:
+            pieces.append((int(doc.unit_char_starts[run_start]), doc.unit_char_end(unit)))
+            run_start = None
+    for unit, tokens in partial.items():
+        pieces.append((int(doc.unit_char_starts[unit]), doc.unit_char_end(unit, tokens)))
+        kept_tokens += tokens
+    spans = _merge_and_strip(original, sorted(pieces))
+    return CompressedDocument(
+        index=index,
+        original=original,
+        text=separator.join(original[start:end] for start, end in spans),
+        spans=spans,
+        original_tokens=doc.num_tokens,
+        kept_tokens=kept_tokens,
+        relevance=float(raw_scores.max()) if raw_scores.size else 0.0,
+    )
+
+
+def _merge_and_strip(text: str, pieces: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Merge touching spans (only whitespace between them) and trim whitespace at the ends."""
+    merged: list[list[int]] = []
+    for start, end in pieces:
+        if merged and not text[merged[-1][1] : start].strip():
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    spans = []
+    for start, end in merged:
+        while start < end and text[start].isspace():
+            start += 1
+        while end > start and text[end - 1].isspace():
+            end -= 1
+        if end > start:
+            spans.append((start, end))
+    return spans
+
+
+def _validate_documents(documents: object) -> list[str]:
+    if isinstance(documents, (str, bytes)) or not isinstance(documents, Sequence):
+        raise TypeError(
+            f"documents must be a list of strings, got {type(documents).__name__}"
+        )
+    for position, document in enumerate(documents):
+        if not isinstance(document, str):
+            raise TypeError(
+                f"documents[{position}] must be a str, got {type(document).__name__}"
+            )
+    return list(documents)
+
+
+def _validate_text(name: str, value: object, *, allow_empty: bool) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    if not allow_empty and not value.strip():
+        raise ValueError(f"{name} must not be empty")
+    return value
