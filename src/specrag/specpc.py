@@ -61,6 +61,11 @@ class SpecPCSettings(BaseModel):
         "\n\nQuestion: {question}\nAnswer:", description="How the question follows the documents."
     )
     document_separator: str = Field("\n\n", description="Between documents in the draft prompt.")
+    context_header: str = Field(
+        "Documents:\n\n",
+        description="Precedes the documents. Never empty in effect: decoder LMs dump most "
+        "attention on the first token (an attention sink), which must not be a document token.",
+    )
 
     @field_validator("question_template")
     @classmethod
@@ -245,9 +250,9 @@ class SpecPC:
         """
         tokenizer = self.draft.tokenizer
         settings = self.settings
-        prefix = list(self._bos)
-        if instruction:
-            prefix += tokenizer.encode(instruction + settings.document_separator, add_special_tokens=False)
+        head = f"{instruction}{settings.document_separator}" if instruction else ""
+        head += settings.context_header or settings.document_separator
+        prefix = list(self._bos) + tokenizer.encode(head, add_special_tokens=False)
         suffix = tokenizer.encode(
             settings.question_template.format(question=question), add_special_tokens=False
         )

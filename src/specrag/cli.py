@@ -1,0 +1,178 @@
+"""The ``specrag`` command: compress documents, manage offline models, run the demo.
+
+Thin on purpose: every command parses arguments, calls the public Python API and prints.
+Errors the user can fix (bad budget, unknown model, empty question) become one red line
+and exit status 2 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .bundles import BundleError, UnknownBundleError, list_bundles, pull_bundle
+from .render import summary_line, to_html, to_rich
+from .result import CompressionResult
+from .specpc import DEFAULT_DRAFT, SpecPC
+
+app = typer.Typer(
+    help="Draft-model prompt compression (SpecPC) for RAG pipelines.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+models_app = typer.Typer(help="List and download offline model bundles.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+DraftOption = Annotated[str, typer.Option("--draft", "-d", help="Bundle name, local folder or hub id.")]
+KeepOption = Annotated[
+    float | None, typer.Option("--keep", "-k", help="Fraction of document tokens to keep, in (0, 1].")
+]
+MaxTokensOption = Annotated[
+    int | None, typer.Option("--max-tokens", "-n", help="Absolute budget in draft tokens.")
+]
+DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")]
+HtmlOption = Annotated[
+    Path | None, typer.Option("--html", help="Also write a page with kept text highlighted.")
+]
+
+
+def _friendly(action: Callable[[], T]) -> T:
+    """Run ``action``; turn errors a user can fix into one line and exit status 2."""
+    try:
+        return action()
+    except (ValueError, TypeError, BundleError, UnknownBundleError, FileNotFoundError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        err.print(f"[bold red]error:[/] {message}")
+        raise typer.Exit(2) from error
+
+
+def _read_documents(files: list[str], split_paragraphs: bool) -> list[str]:
+    sources = files or ["-"]
+    documents: list[str] = []
+    for source in sources:
+        if source == "-":
+            text = sys.stdin.read()
+        else:
+            path = Path(source)
+            if not path.is_file():
+                raise FileNotFoundError(f"no such file: {source}")
+            text = path.read_text(encoding="utf-8")
+        if split_paragraphs:
+            documents.extend(part for part in text.split("\n\n") if part.strip())
+        else:
+            documents.append(text)
+    return documents
+
+
+def _emit(result: CompressionResult, *, as_json: bool, show: bool, html_path: Path | None) -> None:
+    if html_path is not None:
+        html_path.write_text(to_html(result), encoding="utf-8")
+        err.print(f"wrote {html_path}")
+    if as_json:
+        sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+    elif show:
+        out.print(to_rich(result))
+    else:
+        sys.stdout.write(result.context() + "\n")
+        err.print(summary_line(result), style="dim")
+
+
+@app.command()
+def compress(
+    files: Annotated[list[str] | None, typer.Argument(help="Documents, one per file; '-' or nothing reads stdin.")] = None,
+    question: Annotated[str, typer.Option("--question", "-q", help="The question the context must answer.")] = "",
+    instruction: Annotated[str | None, typer.Option(help="Instruction placed before the documents; never cut.")] = None,
+    keep: KeepOption = None,
+    max_tokens: MaxTokensOption = None,
+    draft: DraftOption = DEFAULT_DRAFT,
+    device: DeviceOption = "auto",
+    paragraphs: Annotated[bool, typer.Option(help="Treat blank-line separated paragraphs as documents.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
+    show: Annotated[bool, typer.Option("--show", help="Highlight kept versus dropped text.")] = False,
+    html_path: HtmlOption = None,
+) -> None:
+    """Compress documents for a question; the compressed context goes to stdout."""
+
+    def run() -> CompressionResult:
+        if not question.strip():
+            raise ValueError("--question is required and must not be empty")
+        documents = _read_documents(files or [], paragraphs)
+        if keep is None and max_tokens is None:
+            pc = SpecPC(draft, device=device)
+        else:
+            pc = SpecPC(draft, keep_ratio=keep, max_tokens=max_tokens, device=device)
+        return pc.compress(documents, question, instruction)
+
+    _emit(_friendly(run), as_json=as_json, show=show, html_path=html_path)
+
+
+@app.command()
+def demo(
+    keep: KeepOption = 0.25,
+    draft: DraftOption = DEFAULT_DRAFT,
+    device: DeviceOption = "auto",
+    html_path: HtmlOption = None,
+) -> None:
+    """Compress a bundled RAG context with the default draft and show what was kept."""
+    sample: dict[str, Any] = json.loads(
+        resources.files("specrag").joinpath("data/sample_rag.json").read_text(encoding="utf-8")
+    )
+
+    def run() -> CompressionResult:
+        pc = SpecPC(draft, keep_ratio=keep, device=device)
+        return pc.compress(sample["documents"], sample["question"], sample["instruction"])
+
+    result = _friendly(run)
+    out.print(f"[bold]Question:[/] {result.question}\n")
+    _emit(result, as_json=False, show=True, html_path=html_path)
+    out.print("\n[bold]Prompt handed to the answering LLM:[/]")
+    out.print(result.to_prompt(), markup=False, highlight=False)
+
+
+@models_app.command("list")
+def models_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show the offline bundles and which are cached."""
+    statuses = list_bundles()
+    if as_json:
+        sys.stdout.write(json.dumps([s.model_dump(mode="json") for s in statuses], indent=2) + "\n")
+        return
+    table = Table(title="specrag offline bundles")
+    for column in ("name", "role", "architecture", "size", "licence", "cached", "path"):
+        table.add_column(column)
+    for status in statuses:
+        spec = status.spec
+        cached = f"yes ({status.size_bytes / 2**20:.0f} MiB)" if status.cached else "no"
+        table.add_row(spec.name, spec.role, spec.architecture, spec.parameters, spec.licence, cached, str(status.path))
+    out.print(table)
+
+
+@models_app.command("pull")
+def models_pull(
+    name: Annotated[str, typer.Argument(help="Bundle name (see `specrag models list`).")],
+    force: Annotated[bool, typer.Option(help="Rebuild even if cached.")] = False,
+) -> None:
+    """Download, verify and convert a bundle into the local cache."""
+    path = _friendly(lambda: pull_bundle(name, force=force))
+    out.print(f"{name}: ready at {path}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
