@@ -20,7 +20,7 @@ import contextvars
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import torch
 from transformers import AttentionInterface
@@ -28,7 +28,22 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMa
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 
 _PREFIX = "specrag_"
-_ACTIVE_CAPTURE: contextvars.ContextVar[AttentionCapture | None] = contextvars.ContextVar(
+
+
+class AttentionObserver(Protocol):
+    """What a capturing attention function hands queries and keys to.
+
+    ``query`` is ``(batch, heads, q_len, dim)`` after RoPE; ``key`` is
+    ``(batch, kv_heads, k_len, dim)`` including cached keys. Implementations must only read
+    them: the model's own attention output is computed from the same tensors.
+    """
+
+    def observe(
+        self, layer_idx: int, query: torch.Tensor, key: torch.Tensor, scaling: float | None
+    ) -> None: ...
+
+
+_ACTIVE_CAPTURE: contextvars.ContextVar[AttentionObserver | None] = contextvars.ContextVar(
     "specrag_active_capture", default=None
 )
 _REGISTRATION_LOCK = threading.Lock()
@@ -161,8 +176,11 @@ def window_attention_scores(
     return best
 
 
+ObserverT = TypeVar("ObserverT", bound=AttentionObserver)
+
+
 @contextmanager
-def capture_attention(capture: AttentionCapture) -> Iterator[AttentionCapture]:
+def capture_attention(capture: ObserverT) -> Iterator[ObserverT]:
     """Make ``capture`` receive attention from models using a ``specrag_*`` implementation.
 
     Scoped to the current thread / asyncio task; restores the previous capture on exit, so
