@@ -37,9 +37,13 @@ _FALLBACK_MAX_TOKENS = 8192  # when a config states no position limit
 
 
 class SpecPCSettings(BaseModel):
-    """Knobs of SpecPC. Defaults are the measured ones documented in ``docs/tuning.md``."""
+    """Knobs of SpecPC. Defaults are the measured ones documented in ``docs/tuning.md``.
 
-    model_config = ConfigDict(frozen=True)
+    Unknown names are rejected (``extra="forbid"``): a misspelt setting must not silently
+    fall back to its default.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     window: int = Field(64, ge=1, description="Last prompt tokens whose attention scores.")
     lookahead: int = Field(

@@ -188,3 +188,5 @@ def test_bad_settings_are_rejected_before_loading() -> None:
         SpecPC(build_tiny_model("llama"), window=0)
     with pytest.raises(ValueError, match="start_layer"):
         SpecPC(build_tiny_model("llama"), start_layer=99)
+    with pytest.raises(ValueError, match="windo"):
+        SpecPC(build_tiny_model("llama"), windo=8)  # a typo must not fall back to the default
