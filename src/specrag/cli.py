@@ -10,15 +10,16 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from .bundles import BundleError, UnknownBundleError, list_bundles, pull_bundle
+from .demo import DEFAULT_ANSWERER, EmbeddingsUnavailableError
+from .demo import run as run_demo
 from .render import summary_line, to_html, to_rich
 from .result import CompressionResult
 from .specpc import DEFAULT_DRAFT, SpecPC
@@ -120,25 +121,46 @@ def compress(
 
 @app.command()
 def demo(
+    question: Annotated[
+        str | None,
+        typer.Option("--question", "-q", help="Question to ask; default the first bundled one."),
+    ] = None,
     keep: KeepOption = 0.25,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Passages to retrieve.")] = 4,
+    retriever: Annotated[
+        str, typer.Option(help="auto (MiniLM embeddings if installed, else BM25), minilm or bm25.")
+    ] = "auto",
     draft: DraftOption = DEFAULT_DRAFT,
     device: DeviceOption = "auto",
+    answer: Annotated[
+        bool, typer.Option("--answer/--no-answer", help="Also answer with --llm (loads it).")
+    ] = False,
+    llm: Annotated[
+        str, typer.Option("--llm", help="Answering model: bundle name, local folder or hub id.")
+    ] = DEFAULT_ANSWERER,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest answer, in tokens.")] = 64,
     html_path: HtmlOption = None,
 ) -> None:
-    """Compress a bundled RAG context with the default draft and show what was kept."""
-    sample: dict[str, Any] = json.loads(
-        resources.files("specrag").joinpath("data/sample_rag.json").read_text(encoding="utf-8")
-    )
+    """Retrieve from a bundled corpus, compress with SpecPC, show what was kept; --answer too."""
 
-    def run() -> CompressionResult:
-        pc = SpecPC(draft, keep_ratio=keep, device=device)
-        return pc.compress(sample["documents"], sample["question"], sample["instruction"])
+    def run() -> None:
+        try:
+            run_demo(
+                out,
+                question=question,
+                keep_ratio=keep,
+                top_k=top_k,
+                retriever=retriever,  # type: ignore[arg-type]  # run_demo validates it
+                draft=draft,
+                device=device,
+                answer_with=llm if answer else None,
+                max_new_tokens=max_new_tokens,
+                html_path=html_path,
+            )
+        except EmbeddingsUnavailableError as error:  # --retriever minilm without the model
+            raise ValueError(str(error)) from error
 
-    result = _friendly(run)
-    out.print(f"[bold]Question:[/] {result.question}\n")
-    _emit(result, as_json=False, show=True, html_path=html_path)
-    out.print("\n[bold]Prompt handed to the answering LLM:[/]")
-    out.print(result.to_prompt(), markup=False, highlight=False)
+    _friendly(run)
 
 
 @models_app.command("list")

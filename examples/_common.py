@@ -1,0 +1,130 @@
+"""What the example scripts share: options, the bundled corpus, MiniLM vectors, answering, output.
+
+Kept out of the scripts so each one shows only its framework's wiring. The heavy lifting
+(corpus, offline all-MiniLM-L6-v2, greedy chat-template answering) lives in
+:mod:`specrag.demo`, which ``specrag demo`` uses too; this module adapts it to the scripts.
+Framework wrappers (a LangChain ``Embeddings``, a LlamaIndex ``BaseEmbedding``/``CustomLLM``)
+stay in the scripts on purpose: they are the few lines a reader comes to copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from specrag import load_model
+from specrag.demo import (
+    DEFAULT_ANSWERER,
+    DEFAULT_INSTRUCTION,
+    Answerer,
+    Corpus,
+    Passage,
+    embed,
+    load_corpus,
+)
+from specrag.specpc import DEFAULT_DRAFT
+
+__all__ = [
+    "DEFAULT_INSTRUCTION",
+    "Answerer",
+    "Corpus",
+    "Kept",
+    "Passage",
+    "Question",
+    "load_corpus",
+    "minilm_vectors",
+    "parse_args",
+    "pick_question",
+    "print_answer",
+    "print_report",
+]
+
+
+def parse_args(description: str, argv: Sequence[str] | None = None, *, answering: bool = True) -> argparse.Namespace:
+    """The options every example takes; ``answering`` adds --llm/--no-answer/--max-new-tokens."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--question", "-q", help="question to ask; default a bundled one")
+    parser.add_argument("--keep", type=float, default=0.25, help="share of draft tokens kept")
+    parser.add_argument("--top-k", type=int, default=4, help="passages to retrieve")
+    parser.add_argument("--draft", default=DEFAULT_DRAFT, help="SpecPC draft model")
+    if answering:
+        parser.add_argument("--llm", default=DEFAULT_ANSWERER, help="answering model (bundle name or folder)")
+        parser.add_argument("--no-answer", action="store_true", help="stop after compression")
+        parser.add_argument("--max-new-tokens", type=int, default=64, help="longest answer")
+    return parser.parse_args(argv)
+
+
+@dataclass(frozen=True)
+class Question:
+    """The question asked, and the expected answer when it is one of the bundled questions."""
+
+    text: str
+    expected: str | None
+
+
+def pick_question(corpus: Corpus, text: str | None, default_index: int = 0) -> Question:
+    """``text`` if given (with its answer when it is a bundled question), else a bundled one."""
+    if text is None:
+        chosen = corpus.questions[default_index]
+        return Question(chosen.question, chosen.answer)
+    known = corpus.find_question(text)
+    return Question(text, known.answer if known else None)
+
+
+def minilm_vectors(texts: Sequence[str]) -> list[list[float]]:
+    """all-MiniLM-L6-v2 embeddings as plain lists, the shape both frameworks expect."""
+    return embed(texts).tolist()
+
+
+@dataclass(frozen=True)
+class Kept:
+    """What compression left of one retrieved passage, read from the adapter's metadata."""
+
+    kept_tokens: int
+    original_tokens: int
+
+
+def _draft_tokens(draft: str, text: str) -> int:
+    """Draft tokens in ``text``, counted as SpecPC counts document tokens.
+
+    ``load_model`` caches per (source, device, dtype), so this is the very draft the
+    adapter loaded, not a second copy.
+    """
+    return len(load_model(draft).tokenizer.encode(text, add_special_tokens=False))
+
+
+def print_report(
+    question: Question,
+    retrieved: Sequence[tuple[str, str, str]],
+    kept: dict[str, Kept],
+    context: str,
+    draft: str,
+) -> None:
+    """Print retrieved vs kept tokens per passage, the totals and the compressed context.
+
+    ``retrieved`` holds ``(id, title, text)`` of what the retriever returned; ``kept`` maps
+    the ids that survived compression to their figures (dropped passages are absent).
+    """
+    print(f"Question: {question.text}")
+    total = 0
+    print(f"Retrieved {len(retrieved)} passages:")
+    for passage_id, title, text in retrieved:
+        tokens = _draft_tokens(draft, text)
+        total += tokens
+        fate = f"kept {kept[passage_id].kept_tokens}" if passage_id in kept else "dropped"
+        print(f"  {passage_id:<20} {tokens:>4} draft tokens -> {fate:<8}  {title}")
+    kept_total = sum(figures.kept_tokens for figures in kept.values())
+    share = kept_total / total if total else 1.0
+    print(f"Tokens: {total} retrieved -> {kept_total} kept ({share:.0%}, {draft} tokenizer)")
+    print("Compressed context:\n----")
+    print(context)
+    print("----")
+    if question.expected is not None:
+        survived = "yes" if question.expected in context else "no"
+        print(f"Expected answer: {question.expected} (in the compressed context: {survived})")
+
+
+def print_answer(llm: str, answer: str) -> None:
+    """Print the answering model's reply."""
+    print(f"Answer ({llm}): {answer}")
