@@ -8,6 +8,7 @@ from .bundles import BUNDLES, list_bundles, pull_bundle
 from .models import LoadedModel, build_tiny_model, load_model
 from .result import CompressedDocument, CompressionResult
 from .specpc import SpecPC, SpecPCSettings
+from .speckv import SpecKV, SpecKVResult
 
 __version__ = "0.1.0"
 
@@ -17,6 +18,8 @@ __all__ = [
     "CompressionResult",
     "LoadedModel",
     "SpecPC",
+    "SpecKV",
+    "SpecKVResult",
     "SpecPCSettings",
     "__version__",
     "build_tiny_model",

@@ -1,0 +1,178 @@
+"""Choosing the next token and turning tokens into text, for SpecKV's own decode loop.
+
+Kept apart from the model code because none of it needs a model: sampling is a function of
+logits and a ``torch.Generator`` (never the global RNG, so concurrent generations and the
+caller's own seeding do not disturb each other), and text assembly is a function of token
+ids, a tokenizer and stop strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+_REPLACEMENT = "\ufffd"
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the next token is chosen.
+
+    ``temperature == 0`` is greedy (argmax, bit-identical to ``model.generate`` without
+    sampling); otherwise logits are divided by ``temperature``, cut to the ``top_k`` best
+    (0 = no cut) and to the smallest set whose probability reaches ``top_p`` (1.0 = no cut),
+    and a token is drawn with the call's own generator.
+    """
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)):
+            raise TypeError(f"temperature must be a number, got {type(self.temperature).__name__}")
+        if not self.temperature >= 0.0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float)):
+            raise TypeError(f"top_p must be a number, got {type(self.top_p).__name__}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int):
+            raise TypeError(f"top_k must be an int, got {type(self.top_k).__name__}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 = no cut), got {self.top_k}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+def make_generator(device: torch.device, seed: int | None) -> torch.Generator:
+    """A private generator on ``device``; seeded from the OS when ``seed`` is None.
+
+    ``Generator.seed()`` draws fresh entropy for this generator only, so unseeded calls
+    still never read or advance the global RNG.
+    """
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()
+    else:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+        generator.manual_seed(seed)
+    return generator
+
+
+def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Set every logit outside the top-k / nucleus to ``-inf``; always keeps the best one."""
+    filtered = logits.clone()
+    if 0 < top_k < filtered.shape[-1]:
+        threshold = torch.topk(filtered, top_k, dim=-1).values[..., -1:]
+        filtered = filtered.masked_fill(filtered < threshold, float("-inf"))
+    if top_p < 1.0:
+        ordered, order = torch.sort(filtered, dim=-1, descending=True)
+        cumulative = torch.softmax(ordered, dim=-1).cumsum(dim=-1)
+        # Drop a token when the tokens ranked before it already reach top_p.
+        drop_sorted = (cumulative - torch.softmax(ordered, dim=-1)) >= top_p
+        drop_sorted[..., 0] = False
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        filtered = filtered.masked_fill(drop, float("-inf"))
+    return filtered
+
+
+def next_token(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> int:
+    """Pick the next token id from a ``(vocab,)`` logits row."""
+    scores = logits.float()
+    if sampling.greedy:
+        return int(torch.argmax(scores))
+    scores = filter_logits(scores / sampling.temperature, sampling.top_k, sampling.top_p)
+    probs = torch.softmax(scores, dim=-1)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+class IncrementalText:
+    """Token ids in, text deltas out, never splitting a multi-byte character.
+
+    Byte-level tokenizers emit a character's bytes over several tokens; decoding a prefix
+    then ends in U+FFFD. Deltas are held back until the text decodes cleanly. Decoding always
+    restarts a few tokens before the new ones, so tokenizers whose pieces depend on their
+    left neighbour (leading-space markers) come out right too.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self._prefix = 0  # start of the decoding context
+        self._read = 0  # end of what has been emitted
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def push(self, token: int) -> str:
+        """Add one token; return the newly complete text (maybe empty)."""
+        self.ids.append(token)
+        emitted = self._decode(self.ids[self._prefix : self._read])
+        current = self._decode(self.ids[self._prefix :])
+        if len(current) > len(emitted) and not current.endswith(_REPLACEMENT):
+            delta = current[len(emitted) :]
+            self._prefix, self._read = self._read, len(self.ids)
+            return delta
+        return ""
+
+    def flush(self) -> str:
+        """Whatever is still held back at the end (an incomplete character decodes as is)."""
+        emitted = self._decode(self.ids[self._prefix : self._read])
+        current = self._decode(self.ids[self._prefix :])
+        self._prefix = self._read = len(self.ids)
+        return current[len(emitted) :] if len(current) > len(emitted) else ""
+
+
+class StopText:
+    """Accumulates text, finds stop strings, and says what is safe to show.
+
+    Text that could still become the start of a stop string is held back, so a streamed
+    answer never shows part of a stop string that the final answer then cuts off.
+    """
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = [stop for stop in stops if stop]
+        self._longest = max((len(stop) for stop in self.stops), default=0)
+        self.text = ""
+        self.shown = 0
+        self.stopped = False
+
+    def add(self, delta: str) -> str:
+        """Add decoded text; return the part that can be shown now."""
+        if self.stopped or not delta:
+            return ""
+        search_from = max(0, len(self.text) - self._longest + 1)
+        self.text += delta
+        hits = [
+            index for stop in self.stops if (index := self.text.find(stop, search_from)) != -1
+        ]
+        if hits:
+            self.stopped = True
+            self.text = self.text[: min(hits)]
+            return self._show(len(self.text))
+        return self._show(len(self.text) - self._held_back())
+
+    def finish(self) -> str:
+        """Release the held-back tail at the end of generation."""
+        return self._show(len(self.text))
+
+    def _held_back(self) -> int:
+        """Length of the longest text suffix that is a proper prefix of a stop string."""
+        for size in range(min(self._longest - 1, len(self.text)), 0, -1):
+            tail = self.text[-size:]
+            if any(stop.startswith(tail) for stop in self.stops):
+                return size
+        return 0
+
+    def _show(self, upto: int) -> str:
+        upto = max(upto, self.shown)
+        piece = self.text[self.shown : upto]
+        self.shown = upto
+        return piece
