@@ -35,7 +35,12 @@ from dataclasses import dataclass
 
 import torch
 from transformers import PretrainedConfig
-from transformers.cache_utils import Cache, DynamicLayer, DynamicSlidingWindowLayer, get_layer_types_and_kwargs
+from transformers.cache_utils import (
+    Cache,
+    DynamicLayer,
+    DynamicSlidingWindowLayer,
+    get_layer_types_and_kwargs,
+)
 
 BUDGETED = "budgeted"
 WINDOWED = "windowed"
@@ -142,9 +147,11 @@ class BudgetedLayer(DynamicLayer):
             raise RuntimeError("cannot evict from an empty cache layer")
         gather = indices.to(self.keys.device)[..., None].expand(-1, -1, -1, self.keys.shape[-1])
         self.keys = torch.gather(self.keys, 2, gather).contiguous()
-        value_gather = gather if self.values.shape[-1] == self.keys.shape[-1] else indices.to(
-            self.values.device
-        )[..., None].expand(-1, -1, -1, self.values.shape[-1])
+        value_gather = (
+            gather
+            if self.values.shape[-1] == self.keys.shape[-1]
+            else indices.to(self.values.device)[..., None].expand(-1, -1, -1, self.values.shape[-1])
+        )
         self.values = torch.gather(self.values, 2, value_gather).contiguous()
 
 
@@ -169,7 +176,9 @@ class BudgetedCache(Cache):
         """Evict: keep only ``indices`` (``(batch, kv_heads, n)``) of a budgeted layer."""
         layer = self.layers[layer_idx]
         if not isinstance(layer, BudgetedLayer):
-            raise ValueError(f"layer {layer_idx} is not budgeted; it keeps its sliding window")
+            raise ValueError(  # noqa: TRY004 - a wrong index, not a wrong type
+                f"layer {layer_idx} is not budgeted; it keeps its sliding window"
+            )
         layer.keep(indices)
 
     def layer_keys(self, layer_idx: int) -> torch.Tensor:

@@ -1,20 +1,37 @@
-"""Choosing the next token and turning tokens into text, for SpecKV's own decode loop.
+"""Text in, tokens chosen, text out: everything around SpecKV's decode loop but the model.
 
-Kept apart from the model code because none of it needs a model: sampling is a function of
-logits and a ``torch.Generator`` (never the global RNG, so concurrent generations and the
-caller's own seeding do not disturb each other), and text assembly is a function of token
-ids, a tokenizer and stop strings.
+Kept apart from the model code because none of it needs a model: prompts become ids through
+the tokenizer (chat template or a plain fallback); sampling is a function of logits and a
+``torch.Generator`` (never the global RNG, so concurrent generations and the caller's own
+seeding do not disturb each other); text assembly is a function of token ids, a tokenizer
+and stop strings; and streams hand the deltas to sync or asyncio callers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import threading
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
 _REPLACEMENT = "\ufffd"
+
+Message = Mapping[str, str]
+"""A chat message: ``{"role": "system" | "user" | "assistant" | ..., "content": str}``."""
+
+Prompt = str | Sequence[Message]
+ResultT = TypeVar("ResultT")
 
 
 @dataclass(frozen=True)
@@ -150,9 +167,7 @@ class StopText:
             return ""
         search_from = max(0, len(self.text) - self._longest + 1)
         self.text += delta
-        hits = [
-            index for stop in self.stops if (index := self.text.find(stop, search_from)) != -1
-        ]
+        hits = [index for stop in self.stops if (index := self.text.find(stop, search_from)) != -1]
         if hits:
             self.stopped = True
             self.text = self.text[: min(hits)]
@@ -176,3 +191,159 @@ class StopText:
         piece = self.text[self.shown : upto]
         self.shown = upto
         return piece
+
+
+# ---------------------------------------------------------------------------- prompts
+def render_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> list[int]:
+    """Token ids for a text prompt or chat messages (see :meth:`specrag.SpecKV.generate`)."""
+    if isinstance(prompt, str):
+        return list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+    messages = [{"role": message["role"], "content": message["content"]} for message in prompt]
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    lines = "".join(
+        f"{message['role'].capitalize()}: {message['content']}\n" for message in messages
+    )
+    return list(tokenizer(f"{lines}Assistant:", add_special_tokens=True)["input_ids"])
+
+
+def validate_prompt(prompt: object) -> Prompt:
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise ValueError("prompt must not be empty")
+        return prompt
+    if isinstance(prompt, bytes) or not isinstance(prompt, Sequence):
+        raise TypeError(
+            f"prompt must be a str or a list of {{'role', 'content'}} messages, got "
+            f"{type(prompt).__name__}"
+        )
+    if not prompt:
+        raise ValueError("prompt must not be empty: no messages")
+    for position, message in enumerate(prompt):
+        if not isinstance(message, Mapping):
+            raise TypeError(f"prompt[{position}] must be a mapping, got {type(message).__name__}")
+        for field in ("role", "content"):
+            if not isinstance(message.get(field), str):
+                raise TypeError(f"prompt[{position}][{field!r}] must be a str")
+    if not any(message["content"].strip() for message in prompt):
+        raise ValueError("prompt must not be empty: every message's content is empty")
+    return prompt  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------- streams
+class TextStream(Iterator[str], Generic[ResultT]):
+    """Text deltas of one generation; :attr:`result` once it is exhausted.
+
+    Wraps a generator that yields deltas (empty ones are skipped) and *returns* the result.
+
+    Deltas never split a multi-byte character and never show text a stop string will cut.
+    Closing the stream early (``close()``, or dropping it) stops generation and frees the
+    engine.
+    """
+
+    def __init__(self, events: Generator[str, None, ResultT]) -> None:
+        self._events = events
+        self._result: ResultT | None = None
+
+    def __iter__(self) -> TextStream[ResultT]:
+        return self
+
+    def __next__(self) -> str:
+        while True:
+            try:
+                delta = next(self._events)
+            except StopIteration as finished:
+                self._result = finished.value
+                raise
+            if delta:
+                return delta
+
+    def close(self) -> None:
+        """Stop generating now; :attr:`result` stays unavailable."""
+        self._events.close()
+
+    @property
+    def result(self) -> ResultT:
+        """What the finished generation returned."""
+        if self._result is None:
+            raise RuntimeError("the stream has not finished yet; iterate it to the end first")
+        return self._result
+
+
+_END = object()
+
+
+class AsyncTextStream(AsyncIterator[str], Generic[ResultT]):
+    """:class:`TextStream` for asyncio: generation runs in a worker thread.
+
+    Deltas cross to the event loop through a queue, so the loop never blocks on the model.
+    ``aclose()`` (called by ``async for`` wrappers on early exit) stops the worker after its
+    current token and waits for it, so the engine is free again when it returns.
+    """
+
+    def __init__(self, start: Callable[[], Generator[str, None, ResultT]]) -> None:
+        self._start = start
+        self._queue: asyncio.Queue[object] | None = None
+        self._future: asyncio.Future[None] | None = None
+        self._cancel = threading.Event()
+        self._result: ResultT | None = None
+        self._done = False
+
+    def __aiter__(self) -> AsyncTextStream[ResultT]:
+        return self
+
+    def _work(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[object]) -> None:
+        def put(item: object) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop is gone: nobody is listening any more
+                self._cancel.set()
+
+        events = self._start()
+        outcome: object = _END
+        try:
+            while True:
+                if self._cancel.is_set():
+                    events.close()
+                    return
+                try:
+                    delta = next(events)
+                except StopIteration as finished:
+                    self._result = finished.value
+                    break
+                if delta:
+                    put(delta)
+        except Exception as error:  # noqa: BLE001 - handed to the awaiting side, raised there
+            outcome = error
+        finally:
+            if not self._cancel.is_set():
+                put(outcome)
+
+    async def __anext__(self) -> str:
+        if self._done:
+            raise StopAsyncIteration
+        if self._queue is None:
+            loop = asyncio.get_running_loop()
+            self._queue = asyncio.Queue()
+            self._future = loop.run_in_executor(None, self._work, loop, self._queue)
+        item = await self._queue.get()
+        if item is _END:
+            self._done = True
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            self._done = True
+            raise item
+        return item  # type: ignore[return-value]
+
+    async def aclose(self) -> None:
+        """Stop the worker after its current token and wait until it has let go."""
+        self._cancel.set()
+        if self._future is not None:
+            await asyncio.shield(self._future)
+
+    @property
+    def result(self) -> ResultT:
+        if self._result is None:
+            raise RuntimeError("the stream has not finished yet; iterate it to the end first")
+        return self._result

@@ -21,12 +21,14 @@ prompt (eviction happens after that forward), as in the paper.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import (
+    Generator,
+    Sequence,
+)
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -34,16 +36,30 @@ from transformers import DynamicCache, PreTrainedTokenizerBase
 
 from .attention import capture_attention, enable_capture
 from .budget_cache import BudgetedCache, plan_layers
-from .decoding import IncrementalText, Sampling, StopText, make_generator, next_token
-from .kv_scoring import DraftGuidedScores, FanOut, RecentQueries, keep_indices, pool_scores
+from .decoding import (
+    AsyncTextStream,
+    IncrementalText,
+    Message,
+    Prompt,
+    Sampling,
+    StopText,
+    TextStream,
+    make_generator,
+    next_token,
+    render_prompt,
+    validate_prompt,
+)
+from .kv_scoring import (
+    DraftGuidedScores,
+    FanOut,
+    RecentQueries,
+    keep_indices,
+    pool_scores,
+)
 from .models import LoadedModel, load_model
 from .result import CompressionResult
 from .specpc import SpecPC
 
-Message = Mapping[str, str]
-"""A chat message: ``{"role": "system" | "user" | "assistant" | ..., "content": str}``."""
-
-Prompt = Union[str, Sequence[Message]]
 FinishReason = Literal["eos", "stop", "length"]
 
 
@@ -58,7 +74,9 @@ class SpecKVSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    window: int = Field(32, ge=1, description="Last prompt tokens whose queries score, always kept.")
+    window: int = Field(
+        32, ge=1, description="Last prompt tokens whose queries score, always kept."
+    )
     pool_kernel: int = Field(7, ge=1, description="Centred max-pool width smoothing scores.")
     lookahead: int | None = Field(
         None,
@@ -111,7 +129,9 @@ class SpecKVResult(BaseModel):
     budget: int
     evicted: bool = Field(description="Whether the prefill was evicted (prompt > budget).")
     budgeted_layers: list[int] = Field(description="Layers whose cache is kept to the budget.")
-    prefill_cache_entries: list[int] = Field(description="Entries per layer after prefill eviction.")
+    prefill_cache_entries: list[int] = Field(
+        description="Entries per layer after prefill eviction."
+    )
     cache_entries: list[int] = Field(description="Entries per layer at the end.")
     peak_decode_entries: int = Field(
         description="Most entries any budgeted layer held during a decode step (0 if none ran)."
@@ -132,112 +152,11 @@ class SpecKVResult(BaseModel):
         return len(self.token_ids)
 
 
-class SpecKVStream(Iterator[str]):
-    """Text deltas of one generation; :attr:`result` once it is exhausted.
+SpecKVStream = TextStream[SpecKVResult]
+"""Text deltas of one generation, then ``.result`` (a :class:`SpecKVResult`)."""
 
-    Deltas never split a multi-byte character and never show text a stop string will cut.
-    Closing the stream early (``close()``, or dropping it) stops generation and frees the
-    engine.
-    """
-
-    def __init__(self, events: Generator[str, None, SpecKVResult]) -> None:
-        self._events = events
-        self._result: SpecKVResult | None = None
-
-    def __iter__(self) -> SpecKVStream:
-        return self
-
-    def __next__(self) -> str:
-        while True:
-            try:
-                delta = next(self._events)
-            except StopIteration as finished:
-                self._result = finished.value
-                raise
-            if delta:
-                return delta
-
-    def close(self) -> None:
-        """Stop generating now; :attr:`result` stays unavailable."""
-        self._events.close()
-
-    @property
-    def result(self) -> SpecKVResult:
-        """The finished generation's :class:`SpecKVResult`."""
-        if self._result is None:
-            raise RuntimeError("the stream has not finished yet; iterate it to the end first")
-        return self._result
-
-
-_END = object()
-
-
-class AsyncSpecKVStream(AsyncIterator[str]):
-    """:class:`SpecKVStream` for asyncio: generation runs in a worker thread.
-
-    Deltas cross to the event loop through a queue, so the loop never blocks on the model.
-    ``aclose()`` (called by ``async for`` wrappers on early exit) stops the worker after its
-    current token and waits for it, so the engine is free again when it returns.
-    """
-
-    def __init__(self, start: Callable[[], Generator[str, None, SpecKVResult]]) -> None:
-        self._start = start
-        self._queue: asyncio.Queue[object] | None = None
-        self._future: asyncio.Future[None] | None = None
-        self._cancel = threading.Event()
-        self._result: SpecKVResult | None = None
-
-    def __aiter__(self) -> AsyncSpecKVStream:
-        return self
-
-    def _work(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[object]) -> None:
-        def put(item: object) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # the loop is gone: nobody is listening any more
-                self._cancel.set()
-
-        events = self._start()
-        try:
-            while True:
-                if self._cancel.is_set():
-                    events.close()
-                    return
-                try:
-                    delta = next(events)
-                except StopIteration as finished:
-                    self._result = finished.value
-                    break
-                if delta:
-                    put(delta)
-        except BaseException as error:  # handed to the awaiting side
-            put(error)
-            return
-        put(_END)
-
-    async def __anext__(self) -> str:
-        if self._queue is None:
-            loop = asyncio.get_running_loop()
-            self._queue = asyncio.Queue()
-            self._future = loop.run_in_executor(None, self._work, loop, self._queue)
-        item = await self._queue.get()
-        if item is _END:
-            raise StopAsyncIteration
-        if isinstance(item, BaseException):
-            raise item
-        return item  # type: ignore[return-value]
-
-    async def aclose(self) -> None:
-        """Stop the worker after its current token and wait until it has let go."""
-        self._cancel.set()
-        if self._future is not None:
-            await asyncio.shield(self._future)
-
-    @property
-    def result(self) -> SpecKVResult:
-        if self._result is None:
-            raise RuntimeError("the stream has not finished yet; iterate it to the end first")
-        return self._result
+AsyncSpecKVStream = AsyncTextStream[SpecKVResult]
+"""The asyncio version: generation runs in a worker thread; ``.result`` at the end."""
 
 
 class SpecKV:
@@ -292,7 +211,7 @@ class SpecKV:
         **settings: Any,
     ) -> None:
         self.settings = SpecKVSettings(**settings)
-        self.budget = _validate_budget(budget, self.settings)
+        self.budget = validate_budget(budget, self.settings)
         if compressor is not None and not isinstance(compressor, SpecPC):
             raise TypeError(f"compressor must be a SpecPC, got {type(compressor).__name__}")
         self.compressor = compressor
@@ -386,7 +305,7 @@ class SpecKV:
 
         Arguments are validated now; the work starts on the first ``next()``.
         """
-        return SpecKVStream(
+        return TextStream(
             self._events(prompt, documents, max_new_tokens, temperature, top_p, top_k, seed, stop)
         )
 
@@ -412,11 +331,11 @@ class SpecKV:
         if kwargs:
             events.close()
             raise TypeError(f"unexpected keyword argument(s) {sorted(kwargs)}")
-        return AsyncSpecKVStream(lambda: events)
+        return AsyncTextStream(lambda: events)
 
     def render(self, prompt: Prompt, tokenizer: PreTrainedTokenizerBase | None = None) -> list[int]:
         """Token ids the target (or ``tokenizer``) reads for ``prompt``; see :meth:`generate`."""
-        return render_prompt(tokenizer or self.target.tokenizer, _validate_prompt(prompt))
+        return render_prompt(tokenizer or self.target.tokenizer, validate_prompt(prompt))
 
     # ------------------------------------------------------------------ one generation
     def _events(
@@ -431,7 +350,7 @@ class SpecKV:
         stop: str | Sequence[str] | None,
     ) -> Generator[str, None, SpecKVResult]:
         """Validate eagerly, then return the generator doing the work."""
-        prompt = _validate_prompt(prompt)
+        prompt = validate_prompt(prompt)
         documents = _validate_documents(documents)
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
             raise TypeError(f"max_new_tokens must be an int, got {type(max_new_tokens).__name__}")
@@ -597,7 +516,9 @@ class SpecKV:
     def _draft_answer(self, prompt: Prompt, target_ids: list[int], lookahead: int) -> list[int]:
         """The draft's greedy approximate answer, as target token ids."""
         assert self.draft is not None
-        draft_ids = target_ids if self._shared_vocab else render_prompt(self.draft.tokenizer, prompt)
+        draft_ids = (
+            target_ids if self._shared_vocab else render_prompt(self.draft.tokenizer, prompt)
+        )
         answer = self._greedy(self.draft, draft_ids, lookahead)
         if self._shared_vocab:
             return answer
@@ -678,20 +599,6 @@ class SpecKV:
 
 
 # ---------------------------------------------------------------------------- helpers
-def render_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> list[int]:
-    """Token ids for a text prompt or chat messages (see :meth:`SpecKV.generate`)."""
-    if isinstance(prompt, str):
-        return list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
-    messages = [{"role": message["role"], "content": message["content"]} for message in prompt]
-    if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    lines = "".join(
-        f"{message['role'].capitalize()}: {message['content']}\n" for message in messages
-    )
-    return list(tokenizer(f"{lines}Assistant:", add_special_tokens=True)["input_ids"])
-
-
 def _fan_out(observers: list[Any]) -> Any:
     if not observers:
         return None
@@ -715,9 +622,12 @@ def _eos_ids(loaded: LoadedModel) -> frozenset[int]:
     return frozenset(int(token) for token in configured)
 
 
-def _validate_budget(budget: object, settings: SpecKVSettings) -> int:
+def validate_budget(budget: object, settings: SpecKVSettings) -> int:
+    """Check a cache budget against the settings (adapters validate without loading a model)."""
     if isinstance(budget, bool) or not isinstance(budget, int):
-        raise TypeError(f"budget must be an int (cache entries per layer), got {type(budget).__name__}")
+        raise TypeError(
+            f"budget must be an int (cache entries per layer), got {type(budget).__name__}"
+        )
     if budget <= 0:
         raise ValueError(f"budget must be > 0, got {budget}")
     if budget < settings.window:
@@ -732,29 +642,6 @@ def _validate_budget(budget: object, settings: SpecKVSettings) -> int:
             f"({budget - every}) < window ({settings.window})"
         )
     return budget
-
-
-def _validate_prompt(prompt: object) -> Prompt:
-    if isinstance(prompt, str):
-        if not prompt.strip():
-            raise ValueError("prompt must not be empty")
-        return prompt
-    if isinstance(prompt, bytes) or not isinstance(prompt, Sequence):
-        raise TypeError(
-            f"prompt must be a str or a list of {{'role', 'content'}} messages, got "
-            f"{type(prompt).__name__}"
-        )
-    if not prompt:
-        raise ValueError("prompt must not be empty: no messages")
-    for position, message in enumerate(prompt):
-        if not isinstance(message, Mapping):
-            raise TypeError(f"prompt[{position}] must be a mapping, got {type(message).__name__}")
-        for field in ("role", "content"):
-            if not isinstance(message.get(field), str):
-                raise TypeError(f"prompt[{position}][{field!r}] must be a str")
-    if not any(message["content"].strip() for message in prompt):
-        raise ValueError("prompt must not be empty: every message's content is empty")
-    return prompt  # type: ignore[return-value]
 
 
 def _validate_documents(documents: object) -> list[str] | None:
@@ -786,4 +673,5 @@ __all__ = [
     "SpecKVSettings",
     "SpecKVStream",
     "render_prompt",
+    "validate_budget",
 ]

@@ -31,7 +31,13 @@ from specrag.budget_cache import (
     plan_layers,
 )
 from specrag.decoding import IncrementalText, Sampling, StopText, filter_logits
-from specrag.kv_scoring import DraftGuidedScores, RecentQueries, keep_indices, kv_head_scores, pool_scores
+from specrag.kv_scoring import (
+    DraftGuidedScores,
+    RecentQueries,
+    keep_indices,
+    kv_head_scores,
+    pool_scores,
+)
 from specrag.speckv import render_prompt
 
 PROMPT = (
@@ -130,14 +136,20 @@ def test_window_only_eviction_needs_no_draft(llama):
 
 
 def test_lookahead_setting_caps_the_draft(llama, draft):
-    result = SpecKV(llama, draft, budget=40, window=8, lookahead=5).generate(PROMPT, max_new_tokens=12)
+    result = SpecKV(llama, draft, budget=40, window=8, lookahead=5).generate(
+        PROMPT, max_new_tokens=12
+    )
     assert result.lookahead_tokens == 5
-    result = SpecKV(llama, draft, budget=40, window=8, max_lookahead=3).generate(PROMPT, max_new_tokens=12)
+    result = SpecKV(llama, draft, budget=40, window=8, max_lookahead=3).generate(
+        PROMPT, max_new_tokens=12
+    )
     assert result.lookahead_tokens == 3
 
 
 def test_mean_reduction_also_keeps_the_budget(llama, draft):
-    result = SpecKV(llama, draft, budget=40, window=8, reduction="mean").generate(PROMPT, max_new_tokens=4)
+    result = SpecKV(llama, draft, budget=40, window=8, reduction="mean").generate(
+        PROMPT, max_new_tokens=4
+    )
     assert result.prefill_cache_entries == [40] * 4
 
 
@@ -173,7 +185,10 @@ def test_evicted_cache_decodes_like_a_masked_full_cache(llama):
             mask = torch.cat([visible, torch.ones(step + 1, dtype=torch.long)])[None]
             ours = model(torch.tensor([[token]]), position_ids=position, past_key_values=evicted)
             reference = model(
-                torch.tensor([[token]]), position_ids=position, past_key_values=full, attention_mask=mask
+                torch.tensor([[token]]),
+                position_ids=position,
+                past_key_values=full,
+                attention_mask=mask,
             )
             torch.testing.assert_close(ours.logits, reference.logits, atol=1e-5, rtol=1e-4)
     assert evicted.entries() == [len(kept) + 4] * config.num_hidden_layers
@@ -192,10 +207,16 @@ def test_rollback_restores_full_and_sliding_layers_exactly():
         model(torch.tensor([ids]), position_ids=positions, past_key_values=rolled)
         model(torch.tensor([ids]), position_ids=positions, past_key_values=clean)
         rolled.start_rollback()
-        model(draft_answer, position_ids=torch.arange(len(ids), len(ids) + 5)[None], past_key_values=rolled)
+        model(
+            draft_answer,
+            position_ids=torch.arange(len(ids), len(ids) + 5)[None],
+            past_key_values=rolled,
+        )
         rolled.rollback(5)
         for ours, reference in zip(rolled.layers, clean.layers, strict=True):
-            assert torch.equal(ours.keys, reference.keys) and torch.equal(ours.values, reference.values)
+            assert torch.equal(ours.keys, reference.keys) and torch.equal(
+                ours.values, reference.values
+            )
         assert rolled.get_seq_length(0) == clean.get_seq_length(0)
         step = {"position_ids": torch.tensor([[len(ids)]])}
         a = model(torch.tensor([[7]]), past_key_values=rolled, **step).logits
@@ -222,7 +243,7 @@ def test_models_it_cannot_serve_are_refused_clearly():
 # ---------------------------------------------------------------------------- scoring
 def _naive_scores(query, key, scaling, num_keys, reduction):
     """Full softmax matrix, for small inputs only."""
-    batch, heads, n, dim = query.shape
+    batch, heads, n, _ = query.shape
     kv = key.shape[1]
     expanded = key.repeat_interleave(heads // kv, dim=1)
     logits = query @ expanded.transpose(-1, -2) * scaling
@@ -284,15 +305,24 @@ def test_sampling_is_seeded_private_and_filtered(engine):
     state = torch.get_rng_state()
     first = engine.generate(PROMPT, max_new_tokens=10, temperature=1.0, seed=7)
     again = engine.generate(PROMPT, max_new_tokens=10, temperature=1.0, seed=7)
-    other = [engine.generate(PROMPT, max_new_tokens=10, temperature=1.0, seed=s).token_ids for s in (8, 9)]
+    other = [
+        engine.generate(PROMPT, max_new_tokens=10, temperature=1.0, seed=s).token_ids
+        for s in (8, 9)
+    ]
     unseeded = engine.generate(PROMPT, max_new_tokens=10, temperature=1.5)
     assert torch.equal(torch.get_rng_state(), state)  # the global RNG was not touched
     assert first.token_ids == again.token_ids
     assert any(ids != first.token_ids for ids in other)
     assert len(unseeded.token_ids) >= 1
     greedy = engine.generate(PROMPT, max_new_tokens=10).token_ids
-    assert engine.generate(PROMPT, max_new_tokens=10, temperature=0.7, top_k=1, seed=1).token_ids == greedy
-    assert engine.generate(PROMPT, max_new_tokens=10, temperature=0.7, top_p=1e-6, seed=1).token_ids == greedy
+    assert (
+        engine.generate(PROMPT, max_new_tokens=10, temperature=0.7, top_k=1, seed=1).token_ids
+        == greedy
+    )
+    assert (
+        engine.generate(PROMPT, max_new_tokens=10, temperature=0.7, top_p=1e-6, seed=1).token_ids
+        == greedy
+    )
 
 
 def test_filter_logits_keeps_nucleus_and_top_k():
@@ -321,7 +351,7 @@ def test_stop_strings_cut_the_text_and_streams_never_show_them(engine):
 def test_stream_deltas_join_to_the_text(engine):
     stream = engine.stream(PROMPT, max_new_tokens=16)
     with pytest.raises(RuntimeError, match="not finished"):
-        stream.result
+        _ = stream.result
     deltas = list(stream)
     assert "".join(deltas) == stream.result.text
     assert stream.result.token_ids == engine.generate(PROMPT, max_new_tokens=16).token_ids
@@ -361,7 +391,10 @@ def test_eos_ends_generation():
 def test_chat_messages_use_the_template_or_a_plain_fallback(llama):
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
     plain = render_prompt(llama.tokenizer, messages)
-    assert llama.tokenizer.decode(plain, skip_special_tokens=True) == "System: Be brief.\nUser: Hi?\nAssistant:"
+    assert (
+        llama.tokenizer.decode(plain, skip_special_tokens=True)
+        == "System: Be brief.\nUser: Hi?\nAssistant:"
+    )
     templated = PreTrainedTokenizerFast(tokenizer_object=llama.tokenizer.backend_tokenizer)
     templated.chat_template = (
         "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
@@ -377,13 +410,17 @@ def test_chat_messages_use_the_template_or_a_plain_fallback(llama):
 def test_documents_fill_the_template_and_a_compressor_shrinks_them(llama, draft):
     documents = [PROMPT, "Photosynthesis turns sunlight, water and carbon dioxide into sugar. " * 4]
     plain = SpecKV(llama, draft, budget=40, window=8)
-    uncompressed = plain.generate("What is the capital of France?", documents=documents, max_new_tokens=4)
+    uncompressed = plain.generate(
+        "What is the capital of France?", documents=documents, max_new_tokens=4
+    )
     assert uncompressed.compression is None
     compressor = SpecPC(draft, keep_ratio=0.3)
     chained = SpecKV(llama, None, budget=40, window=8, compressor=compressor)
     assert chained.draft is draft  # one draft for both
     result = chained.generate(
-        [{"role": "user", "content": "What is the capital of France?"}], documents=documents, max_new_tokens=4
+        [{"role": "user", "content": "What is the capital of France?"}],
+        documents=documents,
+        max_new_tokens=4,
     )
     assert result.compression is not None
     assert result.prompt_tokens < uncompressed.prompt_tokens
