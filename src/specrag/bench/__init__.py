@@ -1,0 +1,1 @@
+"""Benchmark data and metrics for measuring what prompt compression keeps."""
