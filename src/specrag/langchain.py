@@ -26,22 +26,31 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 try:
-    from langchain_core.callbacks import Callbacks
+    from langchain_core.callbacks import (
+        AsyncCallbackManagerForLLMRun,
+        CallbackManagerForLLMRun,
+        Callbacks,
+    )
     from langchain_core.documents import (
         BaseDocumentCompressor,
         BaseDocumentTransformer,
         Document,
     )
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.language_models.base import LangSmithParams
     from langchain_core.messages import (
         AIMessage,
+        AIMessageChunk,
         BaseMessage,
         HumanMessage,
         SystemMessage,
+        UsageMetadata,
     )
+    from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
     from langchain_core.prompt_values import PromptValue
     from langchain_core.runnables import RunnableConfig, RunnableSerializable
 except ImportError as error:  # pragma: no cover - exercised only without the extra
@@ -62,11 +71,13 @@ from pydantic import (
 
 from .models import LoadedModel
 from .result import CompressedDocument, CompressionResult
+from .speckv import SpecKV, SpecKVResult, SpecKVSettings, validate_budget
 from .specpc import DEFAULT_DRAFT, SpecPC, SpecPCSettings
 
 __all__ = [
     "METADATA_KEY",
     "TRIMMED_PLACEHOLDER",
+    "ChatSpecKV",
     "SpecPCCompressor",
     "SpecPCDocumentTransformer",
     "SpecPCMessageTrimmer",
@@ -690,3 +701,324 @@ class SpecPCMessageTrimmer(
     ) -> list[BaseMessage]:
         """:meth:`invoke` with the draft run in a worker thread."""
         return await self._acall_with_config(self._atrim, input, config)
+
+
+# ---------------------------------------------------------------------------- SpecKV chat model
+_ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
+_CALL_OPTIONS = ("max_tokens", "temperature", "top_p", "top_k", "seed")
+
+
+def _speckv_turns(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
+    """LangChain messages as ``{"role", "content"}`` turns for the chat template.
+
+    Text blocks of list contents are joined; any other block (image, audio, file) is an
+    error rather than silently dropped: the model would answer without having seen it.
+    """
+    turns = []
+    for position, message in enumerate(_check_messages(messages)):
+        chat_role = getattr(message, "role", None)
+        role = chat_role if message.type == "chat" else _ROLES.get(message.type)
+        if not isinstance(role, str):
+            raise TypeError(
+                f"messages[{position}]: ChatSpecKV cannot send {message.type!r} messages"
+            )
+        content = message.content
+        if isinstance(content, str):
+            turns.append({"role": role, "content": content})
+            continue
+        parts = []
+        for block in content:
+            if isinstance(block, str):
+                parts.append(block)
+            elif isinstance(block, dict) and block.get("type") == "text":
+                parts.append(str(block.get("text", "")))
+            else:
+                kind = block.get("type") if isinstance(block, dict) else type(block).__name__
+                raise ValueError(
+                    f"messages[{position}] has a {kind!r} content block; ChatSpecKV reads text "
+                    "only (no images, audio or files)"
+                )
+        turns.append({"role": role, "content": "".join(parts)})
+    return turns
+
+
+class ChatSpecKV(BaseChatModel):
+    """A local Hugging Face chat model whose KV cache stays within a budget (SpecKV).
+
+    A small draft model writes an approximate answer; the target's own attention from that
+    answer (and from the prompt's last tokens) decides which prompt entries each layer keeps
+    in its cache. Long RAG prompts then decode with a cache of ``budget`` entries per layer
+    instead of the whole prompt. Messages go through the target tokenizer's chat template.
+
+    Parameters
+    ----------
+    target, draft:
+        Target and draft models (names, folders, hub ids or :class:`~specrag.LoadedModel`);
+        loaded on first use, not at construction. ``draft=None`` evicts from the prompt's
+        last tokens only.
+    engine:
+        A ready :class:`~specrag.SpecKV` instead of target/draft/budget/settings.
+    budget:
+        Cache entries kept per layer after prefill (required without ``engine``).
+    settings:
+        :class:`~specrag.speckv.SpecKVSettings` fields (window, rescore_every, ...),
+        validated at construction.
+    max_tokens, temperature, top_p, top_k, seed, stop:
+        Generation defaults; ``temperature=0`` is greedy. ``max_tokens``, ``temperature``,
+        ``top_p``, ``top_k`` and ``seed`` can be overridden per call (``invoke(..., seed=3)``
+        or ``bind``), ``stop`` through LangChain's ``stop=`` argument.
+    streaming:
+        Make ``invoke`` stream internally (LangChain's standard flag).
+
+    Notes
+    -----
+    Not supported, and declared so: tool calling (``bind_tools``), structured output,
+    image / audio / file inputs, API keys, timeouts and retries (a local model has none:
+    such keywords are rejected, not ignored). Usage metadata reports target tokens
+    (``input_tokens`` = prompt after the chat template, ``output_tokens`` = generated);
+    ``response_metadata["speckv"]`` carries the cache figures. ``ainvoke`` / ``astream``
+    run generation in a worker thread, so the event loop never blocks; one instance
+    generates one request at a time (see :class:`~specrag.SpecKV`).
+
+    Examples
+    --------
+    >>> chat = ChatSpecKV(target="qwen2.5-coder-1.5b", draft="qwen2.5-coder-0.5b", budget=256)
+    >>> chat.invoke("Summarise: ...").content  # doctest: +SKIP
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    target: InstanceOf[LoadedModel] | str | None = Field(
+        None, description="Target model: a LoadedModel, bundle name, local folder or hub id."
+    )
+    draft: InstanceOf[LoadedModel] | str | None = Field(
+        None, description="Draft model; None evicts from the prompt's last tokens only."
+    )
+    engine: InstanceOf[SpecKV] | None = Field(
+        None, exclude=True, description="A ready SpecKV instead of target/draft/budget/settings."
+    )
+    budget: int | None = Field(None, description="Cache entries kept per layer after prefill.")
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="SpecKVSettings fields (window, rescore_every, ...)."
+    )
+    device: str = Field("auto", description="Where to load models given by name.")
+    dtype: str = Field("auto", description="Weights dtype for models given by name.")
+    max_tokens: int = Field(256, gt=0, description="Most new tokens per answer.")
+    temperature: float = Field(0.0, ge=0.0, description="0 = greedy; > 0 samples.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus cut when sampling.")
+    top_k: int = Field(0, ge=0, description="Top-k cut when sampling (0 = none).")
+    seed: int | None = Field(None, description="Seed of each call's private generator.")
+    stop: list[str] | None = Field(None, description="Default stop strings.")
+    streaming: bool = Field(False, description="Stream internally on invoke.")
+
+    _engine: SpecKV | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _check_source(self) -> ChatSpecKV:
+        if self.engine is not None:
+            clashing = sorted(
+                {"target", "draft", "budget", "settings", "device", "dtype"} & self.model_fields_set
+            )
+            if clashing:
+                raise ValueError(
+                    f"engine is a ready SpecKV, so {', '.join(clashing)} would be ignored; give "
+                    "either engine or target/draft/budget/settings, not both"
+                )
+            return self
+        if self.target is None:
+            raise ValueError("ChatSpecKV needs a target model (or a ready engine)")
+        if self.budget is None:
+            raise ValueError("ChatSpecKV needs a budget (cache entries per layer) or an engine")
+        try:
+            settings = SpecKVSettings(**self.settings)
+        except ValidationError as error:
+            raise ValueError(f"invalid SpecKV settings: {error}") from None
+        validate_budget(self.budget, settings)
+        return self
+
+    @field_serializer("target", "draft")
+    def _model_name(self, model: LoadedModel | str | None) -> str | None:
+        # model_dump()/JSON must not try to serialise a network; the name identifies it.
+        return model.name if isinstance(model, LoadedModel) else model
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, (value.name if isinstance(value, LoadedModel) else value)
+
+    # ------------------------------------------------------------------ LangChain hooks
+    @property
+    def _llm_type(self) -> str:
+        return "specrag-speckv"
+
+    @property
+    def model_name(self) -> str:
+        """Name of the target model (what traces report)."""
+        if self.engine is not None:
+            return self.engine.target.name
+        return self.target.name if isinstance(self.target, LoadedModel) else str(self.target)
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        engine = self.engine
+        draft = engine.draft if engine is not None else self.draft
+        return {
+            "target": self.model_name,
+            "draft": draft.name if isinstance(draft, LoadedModel) else draft,
+            "budget": engine.budget if engine is not None else self.budget,
+            "settings": engine.settings.model_dump() if engine is not None else self.settings,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "seed": self.seed,
+        }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(
+            ls_provider="specrag",
+            ls_model_name=str(kwargs.get("model", self.model_name)),
+            ls_model_type="chat",
+            ls_temperature=float(kwargs.get("temperature", self.temperature)),
+            ls_max_tokens=int(kwargs.get("max_tokens", self.max_tokens)),
+        )
+        if stop or self.stop:
+            params["ls_stop"] = list(stop or self.stop or [])
+        return params
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        options = self._options(stop, kwargs)
+        result = self._get_engine().generate(_speckv_turns(messages), **options)
+        return self._chat_result(result)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        options = self._options(stop, kwargs)
+        turns = _speckv_turns(messages)
+        engine = await self._aget_engine()
+        return self._chat_result(await engine.agenerate(turns, **options))
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        options = self._options(stop, kwargs)
+        stream = self._get_engine().stream(_speckv_turns(messages), **options)
+        try:
+            for delta in stream:
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=delta))
+                if run_manager is not None:
+                    run_manager.on_llm_new_token(delta, chunk=chunk)
+                yield chunk
+        finally:
+            stream.close()  # stops generation if the caller stopped reading
+        yield self._last_chunk(stream.result)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        options = self._options(stop, kwargs)
+        turns = _speckv_turns(messages)
+        engine = await self._aget_engine()
+        stream = engine.astream(turns, **options)
+        try:
+            async for delta in stream:
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=delta))
+                if run_manager is not None:
+                    await run_manager.on_llm_new_token(delta, chunk=chunk)
+                yield chunk
+        finally:
+            await stream.aclose()  # frees the engine if the caller stopped reading
+        yield self._last_chunk(stream.result)
+
+    # ------------------------------------------------------------------ helpers
+    def _get_engine(self) -> SpecKV:
+        """The SpecKV to use, built on first need and then reused."""
+        if self.engine is not None:
+            return self.engine
+        if self._engine is None:
+            with _BUILD_LOCK:
+                if self._engine is None:
+                    assert self.target is not None and self.budget is not None
+                    self._engine = SpecKV(
+                        self.target,
+                        self.draft,
+                        budget=self.budget,
+                        device=self.device,
+                        dtype=self.dtype,
+                        **self.settings,
+                    )
+        return self._engine
+
+    async def _aget_engine(self) -> SpecKV:
+        """:meth:`_get_engine` without blocking the event loop on a first model load."""
+        if self.engine is not None:
+            return self.engine
+        if self._engine is not None:
+            return self._engine
+        return await asyncio.to_thread(self._get_engine)
+
+    def _options(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Engine keyword arguments: instance defaults, per-call overrides, stop strings."""
+        unknown = sorted(set(kwargs) - set(_CALL_OPTIONS))
+        if unknown:
+            raise TypeError(
+                f"ChatSpecKV got unsupported call option(s) {unknown}; it accepts "
+                f"{list(_CALL_OPTIONS)} and stop (no tools, no structured output)"
+            )
+        values = {name: kwargs.get(name, getattr(self, name)) for name in _CALL_OPTIONS}
+        return {
+            "max_new_tokens": values["max_tokens"],
+            "temperature": values["temperature"],
+            "top_p": values["top_p"],
+            "top_k": values["top_k"],
+            "seed": values["seed"],
+            "stop": stop if stop is not None else self.stop,
+        }
+
+    def _metadata(self, result: SpecKVResult) -> tuple[UsageMetadata, dict[str, Any]]:
+        usage = UsageMetadata(
+            input_tokens=result.prompt_tokens,
+            output_tokens=result.output_tokens,
+            total_tokens=result.prompt_tokens + result.output_tokens,
+        )
+        figures = result.model_dump(exclude={"text", "token_ids", "compression"})
+        response = {
+            "finish_reason": result.finish_reason,
+            "model_name": self.model_name,
+            "model_provider": "specrag",
+            "speckv": figures,
+        }
+        return usage, response
+
+    def _chat_result(self, result: SpecKVResult) -> ChatResult:
+        usage, response = self._metadata(result)
+        message = AIMessage(content=result.text, usage_metadata=usage, response_metadata=response)
+        info = {"finish_reason": result.finish_reason}
+        return ChatResult(generations=[ChatGeneration(message=message, generation_info=info)])
+
+    def _last_chunk(self, result: SpecKVResult) -> ChatGenerationChunk:
+        usage, response = self._metadata(result)
+        return ChatGenerationChunk(
+            message=AIMessageChunk(
+                content="", usage_metadata=usage, response_metadata=response, chunk_position="last"
+            ),
+            generation_info={"finish_reason": result.finish_reason},
+        )
