@@ -23,9 +23,24 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 try:
+    from llama_index.core.base.llms.types import (
+        ChatMessage,
+        ChatResponse,
+        ChatResponseAsyncGen,
+        ChatResponseGen,
+        CompletionResponse,
+        CompletionResponseAsyncGen,
+        CompletionResponseGen,
+        LLMMetadata,
+        MessageRole,
+        TextBlock,
+    )
+    from llama_index.core.llms import CustomLLM
+    from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
     from llama_index.core.postprocessor.types import BaseNodePostprocessor
     from llama_index.core.schema import ImageNode, NodeWithScore, QueryBundle, TextNode
 except ImportError as error:  # pragma: no cover - exercised only without the extra
@@ -46,9 +61,10 @@ from pydantic import (
 
 from .models import LoadedModel
 from .result import CompressedDocument, CompressionResult
+from .speckv import SpecKV, SpecKVResult, SpecKVSettings, validate_budget
 from .specpc import DEFAULT_DRAFT, SpecPC, SpecPCSettings
 
-__all__ = ["METADATA_KEY", "SpecPCPostprocessor"]
+__all__ = ["METADATA_KEY", "SpecKVLLM", "SpecPCPostprocessor"]
 
 METADATA_KEY = "specrag"
 """Metadata key under which compression figures are stored on returned nodes."""
@@ -291,3 +307,331 @@ def _text_positions(nodes: object) -> list[int]:
         ):
             positions.append(position)
     return positions
+
+
+# ---------------------------------------------------------------------------- SpecKV LLM
+_FALLBACK_CONTEXT_WINDOW = 4096  # when the target's config states no position limit
+
+
+def _speckv_turns(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
+    """LlamaIndex chat messages as ``{"role", "content"}`` turns for the chat template.
+
+    Only text blocks are read; an image, audio or document block is an error rather than
+    silently dropped: the model would answer without having seen it.
+    """
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        raise TypeError(f"messages must be a list of ChatMessage, got {type(messages).__name__}")
+    turns = []
+    for position, message in enumerate(messages):
+        if not isinstance(message, ChatMessage):
+            raise TypeError(
+                f"messages[{position}] must be a ChatMessage, got {type(message).__name__}"
+            )
+        for block in message.blocks:
+            if not isinstance(block, TextBlock):
+                raise ValueError(  # noqa: TRY004 - a valid block this model cannot read
+                    f"messages[{position}] has a {type(block).__name__}; SpecKVLLM reads text "
+                    "only (no images, audio or documents)"
+                )
+        role = message.role.value if isinstance(message.role, MessageRole) else str(message.role)
+        turns.append({"role": role, "content": message.content or ""})
+    return turns
+
+
+class SpecKVLLM(CustomLLM):
+    """A local Hugging Face LLM whose KV cache stays within a budget (SpecKV), for LlamaIndex.
+
+    Works as ``Settings.llm`` and in query engines (``index.as_query_engine(llm=...)``):
+    ``chat`` / ``stream_chat`` render messages with the target tokenizer's chat template
+    (``metadata.is_chat_model`` is True, so query engines use them); ``complete`` /
+    ``stream_complete`` send the prompt as raw text (through ``completion_to_prompt`` when
+    given), like a completion endpoint.
+
+    Parameters
+    ----------
+    target, draft:
+        Target and draft models (names, folders, hub ids or :class:`~specrag.LoadedModel`),
+        loaded on first use. ``draft=None`` evicts from the prompt's last tokens only.
+    engine:
+        A ready :class:`~specrag.SpecKV` instead of target/draft/budget/settings.
+    budget:
+        Cache entries kept per layer after prefill (required without ``engine``).
+    settings:
+        :class:`~specrag.speckv.SpecKVSettings` fields, validated at construction.
+    max_new_tokens, temperature, top_p, top_k, seed, stop:
+        Generation defaults (``temperature=0`` is greedy); the first five can be
+        overridden per call as keyword arguments.
+    context_window:
+        What ``metadata`` reports; default the target's position limit. The budget does not
+        shorten what the model reads (the whole prompt is prefilled), only what it keeps.
+
+    Notes
+    -----
+    Responses carry ``raw`` = the engine's figures (cache entries, KV bytes, seconds, finish
+    reason) and ``additional_kwargs`` = ``{"prompt_tokens", "completion_tokens",
+    "total_tokens"}``. Async methods run generation in a worker thread. No function
+    calling, no multimodal input.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    target: InstanceOf[LoadedModel] | str | None = Field(
+        None, description="Target model: a LoadedModel, bundle name, local folder or hub id."
+    )
+    draft: InstanceOf[LoadedModel] | str | None = Field(
+        None, description="Draft model; None evicts from the prompt's last tokens only."
+    )
+    engine: InstanceOf[SpecKV] | None = Field(
+        None, exclude=True, description="A ready SpecKV instead of target/draft/budget/settings."
+    )
+    budget: int | None = Field(None, description="Cache entries kept per layer after prefill.")
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="SpecKVSettings fields (window, rescore_every, ...)."
+    )
+    device: str = Field("auto", description="Where to load models given by name.")
+    dtype: str = Field("auto", description="Weights dtype for models given by name.")
+    max_new_tokens: int = Field(256, gt=0, description="Most new tokens per answer.")
+    temperature: float = Field(0.0, ge=0.0, description="0 = greedy; > 0 samples.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus cut when sampling.")
+    top_k: int = Field(0, ge=0, description="Top-k cut when sampling (0 = none).")
+    seed: int | None = Field(None, description="Seed of each call's private generator.")
+    stop: list[str] | None = Field(None, description="Stop strings.")
+    context_window: int | None = Field(
+        None, gt=0, description="Reported context window; default the target's position limit."
+    )
+
+    _engine: SpecKV | None = PrivateAttr(default=None)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "SpecKVLLM"
+
+    @model_validator(mode="after")
+    def _check_source(self) -> SpecKVLLM:
+        if self.engine is not None:
+            clashing = sorted(
+                {"target", "draft", "budget", "settings", "device", "dtype"} & self.model_fields_set
+            )
+            if clashing:
+                raise ValueError(
+                    f"engine is a ready SpecKV, so {', '.join(clashing)} would be ignored; give "
+                    "either engine or target/draft/budget/settings, not both"
+                )
+            return self
+        if self.target is None:
+            raise ValueError("SpecKVLLM needs a target model (or a ready engine)")
+        if self.budget is None:
+            raise ValueError("SpecKVLLM needs a budget (cache entries per layer) or an engine")
+        try:
+            settings = SpecKVSettings(**self.settings)
+        except ValidationError as error:
+            raise ValueError(f"invalid SpecKV settings: {error}") from None
+        validate_budget(self.budget, settings)
+        return self
+
+    @field_serializer("target", "draft")
+    def _model_name(self, model: LoadedModel | str | None) -> str | None:
+        # to_dict()/to_json() must not try to serialise a network; the name identifies it.
+        return model.name if isinstance(model, LoadedModel) else model
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, (value.name if isinstance(value, LoadedModel) else value)
+
+    # ------------------------------------------------------------------ LLM interface
+    @property
+    def metadata(self) -> LLMMetadata:
+        """Context window, output length, chat-ness and the target's name."""
+        return LLMMetadata(
+            context_window=self._context_window(),
+            num_output=self.max_new_tokens,
+            is_chat_model=True,
+            is_function_calling_model=False,
+            model_name=self._target_name(),
+        )
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        """Complete raw text (``completion_to_prompt`` applied unless ``formatted``)."""
+        options = self._options(kwargs)
+        result = self._get_engine().generate(self._completion_prompt(prompt, formatted), **options)
+        return CompletionResponse(text=result.text, **self._extras(result))
+
+    @llm_completion_callback()
+    def stream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseGen:
+        """:meth:`complete` as growing responses; ``delta`` holds each new piece."""
+        options = self._options(kwargs)
+        stream = self._get_engine().stream(self._completion_prompt(prompt, formatted), **options)
+
+        def responses() -> CompletionResponseGen:
+            text = ""
+            try:
+                for delta in stream:
+                    text += delta
+                    yield CompletionResponse(text=text, delta=delta)
+            finally:
+                stream.close()  # stops generation if the caller stopped reading
+            yield CompletionResponse(text=text, delta="", **self._extras(stream.result))
+
+        return responses()
+
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        """Answer chat messages, rendered with the target tokenizer's chat template."""
+        options = self._options(kwargs)
+        result = self._get_engine().generate(_speckv_turns(messages), **options)
+        return ChatResponse(message=_assistant(result.text), **self._extras(result))
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        """:meth:`chat` as growing responses; ``delta`` holds each new piece."""
+        options = self._options(kwargs)
+        stream = self._get_engine().stream(_speckv_turns(messages), **options)
+
+        def responses() -> ChatResponseGen:
+            text = ""
+            try:
+                for delta in stream:
+                    text += delta
+                    yield ChatResponse(message=_assistant(text), delta=delta)
+            finally:
+                stream.close()
+            yield ChatResponse(message=_assistant(text), delta="", **self._extras(stream.result))
+
+        return responses()
+
+    @llm_completion_callback()
+    async def acomplete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponse:
+        """:meth:`complete` in a worker thread."""
+        options = self._options(kwargs)
+        engine = await self._aget_engine()
+        result = await engine.agenerate(self._completion_prompt(prompt, formatted), **options)
+        return CompletionResponse(text=result.text, **self._extras(result))
+
+    @llm_completion_callback()
+    async def astream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseAsyncGen:
+        """:meth:`stream_complete` with generation in a worker thread."""
+        options = self._options(kwargs)
+        engine = await self._aget_engine()
+        stream = engine.astream(self._completion_prompt(prompt, formatted), **options)
+
+        async def responses() -> CompletionResponseAsyncGen:
+            text = ""
+            try:
+                async for delta in stream:
+                    text += delta
+                    yield CompletionResponse(text=text, delta=delta)
+            finally:
+                await stream.aclose()
+            yield CompletionResponse(text=text, delta="", **self._extras(stream.result))
+
+        return responses()
+
+    @llm_chat_callback()
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        """:meth:`chat` in a worker thread."""
+        options = self._options(kwargs)
+        turns = _speckv_turns(messages)
+        engine = await self._aget_engine()
+        result = await engine.agenerate(turns, **options)
+        return ChatResponse(message=_assistant(result.text), **self._extras(result))
+
+    @llm_chat_callback()
+    async def astream_chat(
+        self, messages: Sequence[ChatMessage], **kwargs: Any
+    ) -> ChatResponseAsyncGen:
+        """:meth:`stream_chat` with generation in a worker thread."""
+        options = self._options(kwargs)
+        turns = _speckv_turns(messages)
+        engine = await self._aget_engine()
+        stream = engine.astream(turns, **options)
+
+        async def responses() -> ChatResponseAsyncGen:
+            text = ""
+            try:
+                async for delta in stream:
+                    text += delta
+                    yield ChatResponse(message=_assistant(text), delta=delta)
+            finally:
+                await stream.aclose()
+            yield ChatResponse(message=_assistant(text), delta="", **self._extras(stream.result))
+
+        return responses()
+
+    # ------------------------------------------------------------------ helpers
+    def _get_engine(self) -> SpecKV:
+        """The SpecKV to use, built on first need and then reused."""
+        if self.engine is not None:
+            return self.engine
+        if self._engine is None:
+            with _BUILD_LOCK:
+                if self._engine is None:
+                    assert self.target is not None and self.budget is not None
+                    self._engine = SpecKV(
+                        self.target,
+                        self.draft,
+                        budget=self.budget,
+                        device=self.device,
+                        dtype=self.dtype,
+                        **self.settings,
+                    )
+        return self._engine
+
+    async def _aget_engine(self) -> SpecKV:
+        """:meth:`_get_engine` without blocking the event loop on a first model load."""
+        if self.engine is not None:
+            return self.engine
+        if self._engine is not None:
+            return self._engine
+        return await asyncio.to_thread(self._get_engine)
+
+    def _target_name(self) -> str:
+        if self.engine is not None:
+            return self.engine.target.name
+        return self.target.name if isinstance(self.target, LoadedModel) else str(self.target)
+
+    def _context_window(self) -> int:
+        if self.context_window is not None:
+            return self.context_window
+        loaded = self.engine.target if self.engine is not None else self.target
+        if not isinstance(loaded, LoadedModel):
+            loaded = self._get_engine().target  # given by name: load it to know
+        return loaded.max_positions or _FALLBACK_CONTEXT_WINDOW
+
+    def _completion_prompt(self, prompt: str, formatted: bool) -> str:
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+        return prompt if formatted else self.completion_to_prompt(prompt)
+
+    def _options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Engine keyword arguments: instance defaults overridden by per-call values."""
+        names = ("max_new_tokens", "temperature", "top_p", "top_k", "seed")
+        unknown = sorted(set(kwargs) - set(names))
+        if unknown:
+            raise TypeError(
+                f"SpecKVLLM got unsupported option(s) {unknown}; it accepts {list(names)}"
+            )
+        options = {name: kwargs.get(name, getattr(self, name)) for name in names}
+        options["stop"] = self.stop
+        return options
+
+    def _extras(self, result: SpecKVResult) -> dict[str, Any]:
+        """``raw`` figures and token counts for a response."""
+        return {
+            "raw": result.model_dump(exclude={"text", "compression"}),
+            "additional_kwargs": {
+                "prompt_tokens": result.prompt_tokens,
+                "completion_tokens": result.output_tokens,
+                "total_tokens": result.prompt_tokens + result.output_tokens,
+            },
+        }
+
+
+def _assistant(text: str) -> ChatMessage:
+    return ChatMessage(role=MessageRole.ASSISTANT, content=text)
