@@ -79,6 +79,28 @@ class SpecPCSettings(BaseModel):
         return value
 
 
+@dataclass(frozen=True)
+class ScoredContext:
+    """Draft scores of one (documents, question) pair, from :meth:`SpecPC.score`.
+
+    Selection under a budget is cheap next to the draft pass, so keeping the scores lets a
+    caller try several budgets (or fit a text-length limit) with one pass of the draft.
+    """
+
+    documents: tuple[str, ...]
+    question: str
+    instruction: str | None
+    tokenized: tuple[DocumentTokens | None, ...]
+    scores: tuple[np.ndarray, ...]  # raw per-token scores, one array per document
+    pieces: int
+    seconds: float
+
+    @property
+    def total_tokens(self) -> int:
+        """Draft tokens of all non-blank documents: what a keep_ratio is a fraction of."""
+        return sum(doc.num_tokens for doc in self.tokenized if doc is not None)
+
+
 @dataclass
 class _Piece:
     """One draft pass: token ids plus where each scored document token sits in them."""
@@ -160,43 +182,92 @@ class SpecPC:
         the instance's budget.
         """
         started = time.perf_counter()
+        ratio, absolute = self._call_budget(keep_ratio, max_tokens)
+        docs, question, instruction, tokenized = self._prepare(documents, question, instruction)
+        total = sum(t.num_tokens for t in tokenized if t is not None)
+        budget = resolve_budget(total, ratio, absolute)
+        doc_scores, pieces = self._score(tokenized, question, instruction, budget, total)
+        scored = ScoredContext(
+            documents=tuple(docs), question=question, instruction=instruction,
+            tokenized=tuple(tokenized), scores=tuple(doc_scores), pieces=pieces,
+            seconds=time.perf_counter() - started,
+        )
+        return self._result(scored, budget)
+
+    def score(
+        self, documents: Sequence[str], question: str, instruction: str | None = None
+    ) -> ScoredContext:
+        """Run the draft once and keep its token scores, to select under several budgets.
+
+        ``pc.select(pc.score(docs, q), keep_ratio=r)`` equals ``pc.compress(docs, q,
+        keep_ratio=r)`` for every ``r``, but the draft (the expensive part) runs only once.
+        """
+        started = time.perf_counter()
+        docs, question, instruction, tokenized = self._prepare(documents, question, instruction)
+        total = sum(t.num_tokens for t in tokenized if t is not None)
+        doc_scores, pieces = self._score(tokenized, question, instruction, total, total)
+        return ScoredContext(
+            documents=tuple(docs), question=question, instruction=instruction,
+            tokenized=tuple(tokenized), scores=tuple(doc_scores), pieces=pieces,
+            seconds=time.perf_counter() - started,
+        )
+
+    def select(
+        self,
+        scored: ScoredContext,
+        *,
+        keep_ratio: float | None = None,
+        max_tokens: int | None = None,
+    ) -> CompressionResult:
+        """Keep the best spans of an already scored context under a budget (no draft pass).
+
+        Without ``keep_ratio``/``max_tokens`` the instance's budget applies. ``seconds`` in
+        the result counts the scoring pass plus this selection.
+        """
+        ratio, absolute = self._call_budget(keep_ratio, max_tokens)
+        return self._result(scored, resolve_budget(scored.total_tokens, ratio, absolute))
+
+    def _prepare(
+        self, documents: Sequence[str], question: str, instruction: str | None
+    ) -> tuple[list[str], str, str | None, list[DocumentTokens | None]]:
+        """Validate the inputs and split each non-blank document into word units."""
         docs = _validate_documents(documents)
         question = _validate_text("question", question, allow_empty=False)
         if instruction is not None:
             instruction = _validate_text("instruction", instruction, allow_empty=True)
-        ratio, absolute = self._call_budget(keep_ratio, max_tokens)
-
-        tokenizer = self.draft.tokenizer
         tokenized = [
-            tokenize_document(tokenizer, text, self.settings.max_unit_tokens) if text.strip() else None
+            tokenize_document(self.draft.tokenizer, text, self.settings.max_unit_tokens)
+            if text.strip()
+            else None
             for text in docs
         ]
-        total = sum(t.num_tokens for t in tokenized if t is not None)
-        budget = resolve_budget(total, ratio, absolute)
-        doc_scores, pieces = self._score(tokenized, question, instruction, budget, total)
-        kept_units, partial = self._select(tokenized, doc_scores, budget)
+        return docs, question, instruction, tokenized
 
+    def _result(self, scored: ScoredContext, budget: int) -> CompressionResult:
+        started = time.perf_counter()
+        tokenized, doc_scores = list(scored.tokenized), list(scored.scores)
+        kept_units, partial = self._select(tokenized, doc_scores, budget)
         compressed = [
             _build_document(
                 index,
-                docs[index],
+                scored.documents[index],
                 tokenized[index],
                 doc_scores[index],
                 kept_units.get(index, np.zeros(0, dtype=np.int64)),
                 partial.get(index, {}),
                 self.settings.separator,
             )
-            for index in range(len(docs))
+            for index in range(len(scored.documents))
         ]
         return CompressionResult(
             documents=compressed,
-            question=question,
-            instruction=instruction,
+            question=scored.question,
+            instruction=scored.instruction,
             budget=budget,
             separator=self.settings.separator,
             draft=self.draft.name,
-            pieces=pieces,
-            seconds=time.perf_counter() - started,
+            pieces=scored.pieces,
+            seconds=scored.seconds + time.perf_counter() - started,
         )
 
     async def acompress(

@@ -190,3 +190,16 @@ def test_bad_settings_are_rejected_before_loading() -> None:
         SpecPC(build_tiny_model("llama"), start_layer=99)
     with pytest.raises(ValueError, match="windo"):
         SpecPC(build_tiny_model("llama"), windo=8)  # a typo must not fall back to the default
+
+
+def test_score_once_then_select_equals_compress(llama_pc: SpecPC) -> None:
+    question = "How tall is the Eiffel Tower?"
+    scored = llama_pc.score(MIXED, question, instruction="Be brief.")
+    assert scored.total_tokens == llama_pc.compress(MIXED, question, keep_ratio=1.0).original_tokens
+    for ratio in (0.1, 0.25, 0.5, 1.0):
+        direct = llama_pc.compress(MIXED, question, instruction="Be brief.", keep_ratio=ratio)
+        reselected = llama_pc.select(scored, keep_ratio=ratio)
+        assert reselected.texts == direct.texts
+        assert reselected.budget == direct.budget
+        assert [d.relevance for d in reselected.documents] == [d.relevance for d in direct.documents]
+    assert llama_pc.select(scored, max_tokens=7).kept_tokens == 7
