@@ -401,9 +401,9 @@ def run(
     keep_ratio: float = 0.25,
     top_k: int = 4,
     retriever: RetrieverKind = "auto",
-    draft: str = DEFAULT_DRAFT,
+    draft: LoadedModel | str = DEFAULT_DRAFT,
     device: str = "auto",
-    answer_with: str | None = None,
+    answer_with: LoadedModel | str | None = None,
     max_new_tokens: int = 64,
     html_path: Path | None = None,
 ) -> DemoRun:

