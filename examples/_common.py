@@ -29,7 +29,6 @@ __all__ = [
     "DEFAULT_INSTRUCTION",
     "Answerer",
     "Corpus",
-    "Kept",
     "Passage",
     "Question",
     "load_corpus",
@@ -41,7 +40,9 @@ __all__ = [
 ]
 
 
-def parse_args(description: str, argv: Sequence[str] | None = None, *, answering: bool = True) -> argparse.Namespace:
+def parse_args(
+    description: str, argv: Sequence[str] | None = None, *, answering: bool = True
+) -> argparse.Namespace:
     """The options every example takes; ``answering`` adds --llm/--no-answer/--max-new-tokens."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--question", "-q", help="question to ask; default a bundled one")
@@ -49,7 +50,9 @@ def parse_args(description: str, argv: Sequence[str] | None = None, *, answering
     parser.add_argument("--top-k", type=int, default=4, help="passages to retrieve")
     parser.add_argument("--draft", default=DEFAULT_DRAFT, help="SpecPC draft model")
     if answering:
-        parser.add_argument("--llm", default=DEFAULT_ANSWERER, help="answering model (bundle name or folder)")
+        parser.add_argument(
+            "--llm", default=DEFAULT_ANSWERER, help="answering model: bundle name or folder"
+        )
         parser.add_argument("--no-answer", action="store_true", help="stop after compression")
         parser.add_argument("--max-new-tokens", type=int, default=64, help="longest answer")
     return parser.parse_args(argv)
@@ -77,14 +80,6 @@ def minilm_vectors(texts: Sequence[str]) -> list[list[float]]:
     return embed(texts).tolist()
 
 
-@dataclass(frozen=True)
-class Kept:
-    """What compression left of one retrieved passage, read from the adapter's metadata."""
-
-    kept_tokens: int
-    original_tokens: int
-
-
 def _draft_tokens(draft: str, text: str) -> int:
     """Draft tokens in ``text``, counted as SpecPC counts document tokens.
 
@@ -97,14 +92,15 @@ def _draft_tokens(draft: str, text: str) -> int:
 def print_report(
     question: Question,
     retrieved: Sequence[tuple[str, str, str]],
-    kept: dict[str, Kept],
+    kept: dict[str, int],
     context: str,
     draft: str,
 ) -> None:
     """Print retrieved vs kept tokens per passage, the totals and the compressed context.
 
     ``retrieved`` holds ``(id, title, text)`` of what the retriever returned; ``kept`` maps
-    the ids that survived compression to their figures (dropped passages are absent).
+    the ids that survived compression to their kept draft tokens, as the adapter's metadata
+    reports them (dropped passages are absent).
     """
     print(f"Question: {question.text}")
     total = 0
@@ -112,9 +108,9 @@ def print_report(
     for passage_id, title, text in retrieved:
         tokens = _draft_tokens(draft, text)
         total += tokens
-        fate = f"kept {kept[passage_id].kept_tokens}" if passage_id in kept else "dropped"
+        fate = f"kept {kept[passage_id]}" if passage_id in kept else "dropped"
         print(f"  {passage_id:<20} {tokens:>4} draft tokens -> {fate:<8}  {title}")
-    kept_total = sum(figures.kept_tokens for figures in kept.values())
+    kept_total = sum(kept.values())
     share = kept_total / total if total else 1.0
     print(f"Tokens: {total} retrieved -> {kept_total} kept ({share:.0%}, {draft} tokenizer)")
     print("Compressed context:\n----")

@@ -23,6 +23,7 @@ from langchain_core.messages import (
     BaseMessage,
     HumanMessage,
     SystemMessage,
+    ToolCall,
     ToolMessage,
 )
 
@@ -30,7 +31,9 @@ from specrag import SpecPC
 from specrag.langchain import SpecPCMessageTrimmer
 from specrag.specpc import DEFAULT_DRAFT
 
-FINAL_QUESTION = "Before I go: which port must our firewall open so the Larkspur agents reach the server?"
+FINAL_QUESTION = (
+    "Before I go: which port must our firewall open so the Larkspur agents reach the server?"
+)
 EVIDENCE = "7412"  # stated only in the first tool output, many messages back
 
 
@@ -41,14 +44,16 @@ def _search_output(corpus: Corpus, prefix: str) -> str:
     )
 
 
-def _call(call_id: str, name: str, **args: str) -> dict[str, object]:
-    return {"name": name, "args": args, "id": call_id, "type": "tool_call"}
+def _call(call_id: str, name: str, **args: str) -> ToolCall:
+    return ToolCall(name=name, args=args, id=call_id, type="tool_call")
 
 
 def conversation(corpus: Corpus) -> list[BaseMessage]:
     """A lab assistant's session: three topics, four tool calls, long tool outputs."""
     return [
-        SystemMessage("You are a lab assistant. Use search_docs to look things up; cite passage ids."),
+        SystemMessage(
+            "You are a lab assistant. Use search_docs to look things up; cite passage ids."
+        ),
         HumanMessage("Our Larkspur agents keep failing uploads. How is the server set up?"),
         AIMessage("", tool_calls=[_call("call_1", "search_docs", query="Larkspur server setup")]),
         ToolMessage(_search_output(corpus, "larkspur"), tool_call_id="call_1", name="search_docs"),
@@ -98,13 +103,16 @@ def pairing_intact(before: Sequence[BaseMessage], after: Sequence[BaseMessage]) 
     """Same types, same tool calls and every ToolMessage answering an earlier call, as before."""
     requested: set[str] = set()
     for old, new in zip(before, after, strict=True):
-        if type(old) is not type(new) or getattr(old, "tool_calls", None) != getattr(new, "tool_calls", None):
+        if type(old) is not type(new):
+            return False
+        if getattr(old, "tool_calls", None) != getattr(new, "tool_calls", None):
             return False
         if isinstance(new, AIMessage):
             requested.update(call["id"] or "" for call in new.tool_calls)
-        if isinstance(new, ToolMessage) and (
-            new.tool_call_id != getattr(old, "tool_call_id", None) or new.tool_call_id not in requested
-        ):
+        answers_a_call = not isinstance(new, ToolMessage) or (
+            new.tool_call_id == getattr(old, "tool_call_id", None) and new.tool_call_id in requested
+        )
+        if not answers_a_call:
             return False
     return True
 

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from _common import (
     DEFAULT_INSTRUCTION,
     Answerer,
-    Kept,
     Passage,
     load_corpus,
     minilm_vectors,
@@ -34,7 +33,12 @@ from langchain_core.messages import AIMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompt_values import PromptValue
 from langchain_core.prompts import ChatPromptTemplate
-from langchain_core.runnables import Runnable, RunnableLambda, RunnableParallel, RunnablePassthrough
+from langchain_core.runnables import (
+    Runnable,
+    RunnableLambda,
+    RunnableParallel,
+    RunnablePassthrough,
+)
 from langchain_core.vectorstores import InMemoryVectorStore
 
 from specrag.langchain import METADATA_KEY, SpecPCCompressor
@@ -103,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         base_retriever=retriever,
     )
 
-    answer = None
+    answer: str | None = None
     if args.no_answer:
         documents = compressing.invoke(question.text)
     else:
@@ -121,11 +125,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         documents, answer = output["docs"], output["answer"]
 
     # Only to show what compression removed: the plain retriever's documents for comparison.
-    retrieved = [(d.id or "", d.metadata["title"], d.page_content) for d in retriever.invoke(question.text)]
-    kept = {
-        d.id or "": Kept(d.metadata[METADATA_KEY]["kept_tokens"], d.metadata[METADATA_KEY]["original_tokens"])
-        for d in documents
-    }
+    retrieved = [
+        (d.id or "", d.metadata["title"], d.page_content) for d in retriever.invoke(question.text)
+    ]
+    kept = {d.id or "": d.metadata[METADATA_KEY]["kept_tokens"] for d in documents}
     print_report(question, retrieved, kept, format_docs(documents), args.draft)
     if answer is not None:
         print_answer(args.llm, answer)

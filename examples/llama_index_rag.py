@@ -2,7 +2,7 @@
 
     python examples/llama_index_rag.py                        # answers with qwen2.5-coder-1.5b
     python examples/llama_index_rag.py --llm smollm2-135m     # a quick smoke run
-    python examples/llama_index_rag.py --no-answer -q "How long is Vell cheese aged before it is sold?"
+    python examples/llama_index_rag.py --no-answer -q "Who founded the Orsa cheese cooperative?"
 
 The drop-in is one object in ``as_query_engine(node_postprocessors=[...])``: the query engine
 retrieves as before, SpecPC compresses the retrieved nodes against the query, and the
@@ -18,7 +18,6 @@ from typing import Any
 
 from _common import (
     Answerer,
-    Kept,
     Passage,
     load_corpus,
     minilm_vectors,
@@ -69,8 +68,8 @@ class TransformersLLM(CustomLLM):
     """A local transformers model as a LlamaIndex LLM, loaded on its first completion.
 
     Lazy so that building a query engine stays cheap (llama-index reads ``metadata`` at
-    construction; only a completion needs the weights). It stands where any LLM would, specrag's SpecKV one included: SpecPC
-    does not care who answers.
+    construction; only a completion needs the weights). It stands where any LLM would,
+    specrag's SpecKV one included: SpecPC does not care who answers.
     """
 
     model_name: str = Field(DEFAULT_ANSWERER, description="Bundle name, local folder or hub id.")
@@ -129,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         # Settings.llm, which defaults to OpenAI.)
         retrieved_nodes = index.as_retriever(similarity_top_k=args.top_k).retrieve(question.text)
         source_nodes = specpc.postprocess_nodes(retrieved_nodes, query_str=question.text)
-        answer = None
+        answer: str | None = None
     else:
         engine = index.as_query_engine(
             similarity_top_k=args.top_k,
@@ -144,13 +143,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         (item.node.node_id, item.node.metadata["title"], item.node.get_content())
         for item in index.as_retriever(similarity_top_k=args.top_k).retrieve(question.text)
     ]
-    kept = {
-        item.node.node_id: Kept(
-            item.node.metadata[METADATA_KEY]["kept_tokens"],
-            item.node.metadata[METADATA_KEY]["original_tokens"],
-        )
-        for item in source_nodes
-    }
+    kept = {n.node.node_id: n.node.metadata[METADATA_KEY]["kept_tokens"] for n in source_nodes}
     context = "\n\n".join(item.node.get_content() for item in source_nodes)
     print_report(question, retrieved, kept, context, args.draft)
     if answer is not None:

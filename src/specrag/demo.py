@@ -419,9 +419,11 @@ def run(
     hits = search.search(question, top_k)
 
     console.print(f"[bold]Question:[/] {question}")
-    console.print(f"[bold]Retriever:[/] {search.name}" + (f" (fallback: {fallback})" if fallback else ""))
+    because = f" (fallback: {fallback})" if fallback else ""
+    console.print(f"[bold]Retriever:[/] {search.name}{because}")
     for rank, hit in enumerate(hits, 1):
-        console.print(f"  {rank}. {hit.passage.title} [dim]({hit.passage.id}, score {hit.score:.3f})[/]")
+        where = f"[dim]({hit.passage.id}, score {hit.score:.3f})[/]"
+        console.print(f"  {rank}. {hit.passage.title} {where}")
 
     pc = SpecPC(draft, keep_ratio=keep_ratio, device=device)
     result = pc.compress([hit.passage.text for hit in hits], question, DEFAULT_INSTRUCTION)

@@ -34,7 +34,8 @@ def run(*args: str, timeout: float = 300) -> str:
         timeout=timeout,
         check=False,
     )
-    assert completed.returncode == 0, f"exit {completed.returncode}\n{completed.stdout}\n{completed.stderr}"
+    streams = f"{completed.stdout}\n{completed.stderr}"
+    assert completed.returncode == 0, f"exit {completed.returncode}\n{streams}"
     return completed.stdout
 
 
@@ -47,9 +48,8 @@ def test_langchain_example() -> None:
 
 
 def test_llama_index_example() -> None:
-    output = run(
-        "examples/llama_index_rag.py", *SMOKE, "-q", "How long is Vell cheese aged before it is sold?"
-    )
+    question = "How long is Vell cheese aged before it is sold?"
+    output = run("examples/llama_index_rag.py", *SMOKE, "-q", question)
     assert "Expected answer: eleven months (in the compressed context: yes)" in output
     assert "Answer (smollm2-135m):" in output
 
@@ -78,7 +78,9 @@ def test_demo_without_answer(tmp_path: Path) -> None:
 
 def test_demo_with_answer() -> None:
     question = "On which port does the Larkspur server listen for agents by default?"
-    output = run("-m", "specrag.cli", "demo", "--answer", *SMOKE, "--retriever", "bm25", "-q", question)
+    output = run(
+        "-m", "specrag.cli", "demo", "--answer", *SMOKE, "--retriever", "bm25", "-q", question
+    )
     assert "Retriever: BM25" in output
     assert "Expected: 7412" in output and "in the compressed context: yes" in output
     assert "Answer (smollm2-135m):" in output

