@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 import torch
 from rich.console import Console
+from rich.markup import escape
 
 from .models import LoadedModel, load_model
 from .render import to_html, to_rich
@@ -339,15 +340,16 @@ class Answerer:
     def chat(self, messages: Sequence[Mapping[str, str]]) -> str:
         """Reply to ``messages`` (``{"role": ..., "content": ...}`` dicts), greedily."""
         ids = self._prompt_ids(messages)
-        model = self.loaded.model
+        stops = self._stop_ids()
+        pad = self.loaded.tokenizer.pad_token_id
         with torch.inference_mode():
-            output = model.generate(
+            output = self.loaded.model.generate(
                 input_ids=ids,
                 attention_mask=torch.ones_like(ids),
                 do_sample=False,
                 max_new_tokens=self.max_new_tokens,
-                eos_token_id=self._stop_ids(),
-                pad_token_id=self._stop_ids()[0],
+                eos_token_id=stops or None,
+                pad_token_id=pad if pad is not None else (stops[0] if stops else None),
             )
         new_tokens = output[0, ids.shape[1] :]
         return self.loaded.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
@@ -418,12 +420,12 @@ def run(
     search, fallback = make_retriever(retriever, corpus.passages)
     hits = search.search(question, top_k)
 
-    console.print(f"[bold]Question:[/] {question}")
-    because = f" (fallback: {fallback})" if fallback else ""
+    console.print(f"[bold]Question:[/] {escape(question)}")
+    because = f" (fallback: {escape(fallback)})" if fallback else ""
     console.print(f"[bold]Retriever:[/] {search.name}{because}")
     for rank, hit in enumerate(hits, 1):
-        where = f"[dim]({hit.passage.id}, score {hit.score:.3f})[/]"
-        console.print(f"  {rank}. {hit.passage.title} {where}")
+        where = f"[dim]({escape(hit.passage.id)}, score {hit.score:.3f})[/]"
+        console.print(f"  {rank}. {escape(hit.passage.title)} {where}")
 
     pc = SpecPC(draft, keep_ratio=keep_ratio, device=device)
     result = pc.compress([hit.passage.text for hit in hits], question, DEFAULT_INSTRUCTION)
@@ -439,16 +441,16 @@ def run(
     console.print("\n[bold]Prompt handed to the answering LLM:[/]")
     console.print(result.to_prompt(), markup=False, highlight=False)
 
-    reply = None
+    reply: str | None = None
     if answer_with is not None:
         answerer = Answerer(answer_with, max_new_tokens=max_new_tokens, device=device)
         reply = answerer.answer(result.to_prompt())
-        console.print(f"\n[bold]Answer ({answerer.name}):[/] ", end="")
+        console.print(f"\n[bold]Answer ({escape(answerer.name)}):[/] ", end="")
         console.print(reply, markup=False, highlight=False)
     if expected is not None:
         survived = "yes" if expected.answer in result.context() else "no"
         console.print(
-            f"[bold]Expected:[/] {expected.answer} [dim](from {expected.passage}; "
+            f"[bold]Expected:[/] {escape(expected.answer)} [dim](from {expected.passage}; "
             f"in the compressed context: {survived})[/]"
         )
     return DemoRun(question, expected, search.name, hits, result, reply)
