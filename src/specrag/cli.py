@@ -163,6 +163,42 @@ def demo(
     _friendly(run)
 
 
+@app.command()
+def bench(
+    tasks: Annotated[str, typer.Option(help="Comma list: quoref, niah_single, niah_multikey, niah_multivalue, vt.")] = "quoref",
+    lengths: Annotated[str, typer.Option(help="Comma list of context lengths in target tokens.")] = "2048",
+    limit: Annotated[int, typer.Option(min=1, help="Items per task and length.")] = 20,
+    seed: Annotated[int, typer.Option(help="Seeds item construction and the random baseline.")] = 0,
+    methods: Annotated[str, typer.Option(help="Comma list, or all / pc / kv.")] = "pc",
+    budgets: Annotated[str, typer.Option(help="Comma list of kept fractions (target tokens).")] = "0.1,0.25,0.5",
+    draft: DraftOption = DEFAULT_DRAFT,
+    target: Annotated[str, typer.Option("--target", "-t", help="Answering model.")] = "qwen2.5-coder-1.5b",
+    out: Annotated[Path, typer.Option(help="Per-item JSONL; finished results in it are skipped.")] = Path("bench-results.jsonl"),
+    answer: Annotated[bool, typer.Option("--answer/--no-answer", help="Let the target answer (EM/F1, timings).")] = False,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest answer, greedy.")] = 16,
+    device: DeviceOption = "auto",
+    tables: Annotated[Path | None, typer.Option(help="Write markdown tables (95 % CIs) here.")] = None,
+    img_dir: Annotated[Path | None, typer.Option(help="Write plots here.")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads (1 is fastest on a busy CPU).")] = None,
+) -> None:
+    """Benchmark prompt-compression and KV methods at equal budgets (resumable)."""
+    from .bench.suite import run_command
+
+    def run() -> None:
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+        records = run_command(
+            tasks=tasks, lengths=lengths, limit=limit, seed=seed, methods=methods, budgets=budgets,
+            draft=draft, target=target, out=out, answer=answer, max_new_tokens=max_new_tokens,
+            device=device, tables=tables, img_dir=img_dir,
+        )
+        err.print(f"{len(records)} results in {out}")
+
+    _friendly(run)
+
+
 @models_app.command("list")
 def models_list(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,

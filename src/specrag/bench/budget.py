@@ -1,0 +1,168 @@
+"""One budget for every prompt-compression method: target-token word units, filled best first.
+
+Why a shared selector
+---------------------
+Methods differ in how they *score* text (draft attention, surprisal, embeddings, position),
+not in how a score becomes a prompt. If each method counted its own budget in its own
+tokenizer, a SmolLM2-scored method and a Qwen-scored one would hand the target different
+amounts of text at "the same" budget. So every method here only produces per-unit scores over
+the documents split into *target-tokenizer* word units; :func:`select` then takes units best
+first until the budget, counted in target tokens, is spent, and joins kept units into verbatim
+spans. The kept fraction is therefore exact and comparable across methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from transformers import PreTrainedTokenizerBase
+
+from ..scoring import fill_budget, rank_units, resolve_budget
+from ..segmentation import DocumentTokens, tokenize_document
+
+SEPARATOR = " … "
+"""Joins kept spans inside a document (the same default as SpecPC)."""
+
+
+@dataclass(frozen=True)
+class Units:
+    """The documents of one item as target-token word units."""
+
+    documents: tuple[str, ...]
+    tokens: tuple[DocumentTokens, ...]
+
+    @property
+    def total_tokens(self) -> int:
+        """Target tokens of all documents (each tokenized alone, no special tokens)."""
+        return sum(doc.num_tokens for doc in self.tokens)
+
+    def unit_bounds(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Character ``[start, end)`` of each unit of document ``index``."""
+        doc = self.tokens[index]
+        ends = np.array([doc.unit_char_end(unit) for unit in range(doc.num_units)], dtype=np.int64)
+        return doc.unit_char_starts, ends
+
+
+def target_units(tokenizer: PreTrainedTokenizerBase, documents: Sequence[str]) -> Units:
+    """Split ``documents`` into word units of the target's tokenizer."""
+    return Units(tuple(documents), tuple(tokenize_document(tokenizer, text) for text in documents))
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a compression kept: verbatim texts per document, spans, and the target-token count."""
+
+    texts: tuple[str, ...]
+    spans: tuple[tuple[tuple[int, int], ...], ...]
+    kept_tokens: int
+    total_tokens: int
+    budget: int
+
+    @property
+    def kept_fraction(self) -> float:
+        return self.kept_tokens / self.total_tokens if self.total_tokens else 1.0
+
+
+def budget_tokens(units: Units, ratio: float) -> int:
+    """Target tokens allowed at ``ratio`` (the package's rounding rule, half up)."""
+    return resolve_budget(units.total_tokens, ratio, None)
+
+
+def select(units: Units, keys: Sequence[Sequence[np.ndarray]], ratio: float) -> Selection:
+    """Keep the best units of all documents within ``ratio`` of their target tokens.
+
+    Parameters
+    ----------
+    units
+        The item's documents as target units.
+    keys
+        Per ranking key (most significant first, higher is better), one array per document
+        with one score per unit. Ties go to the earlier unit.
+    ratio
+        Budget as a fraction of the documents' target tokens, in (0, 1].
+    """
+    budget = budget_tokens(units, ratio)
+    doc_ids, unit_ids, sizes = [], [], []
+    for index, doc in enumerate(units.tokens):
+        doc_ids.append(np.full(doc.num_units, index))
+        unit_ids.append(np.arange(doc.num_units))
+        sizes.append(doc.unit_sizes)
+    kept_by_doc: dict[int, list[int]] = {}
+    kept_tokens = 0
+    if doc_ids and budget:
+        ranking = rank_units(
+            np.concatenate(doc_ids),
+            np.concatenate(unit_ids),
+            np.concatenate(sizes),
+            [np.concatenate([np.asarray(k, dtype=np.float64) for k in key]) for key in keys],
+        )
+        kept, remaining = fill_budget(ranking, budget)
+        kept_tokens = budget - remaining
+        for position in np.nonzero(kept)[0]:
+            kept_by_doc.setdefault(int(ranking.document[position]), []).append(int(ranking.unit[position]))
+    texts, spans = [], []
+    for index, text in enumerate(units.documents):
+        doc_spans = _spans(units, index, sorted(kept_by_doc.get(index, [])))
+        spans.append(tuple(doc_spans))
+        texts.append(SEPARATOR.join(text[start:end] for start, end in doc_spans))
+    return Selection(tuple(texts), tuple(spans), kept_tokens, units.total_tokens, budget)
+
+
+def _spans(units: Units, index: int, kept: list[int]) -> list[tuple[int, int]]:
+    """Runs of consecutive kept units as character spans, merged over whitespace, trimmed."""
+    if not kept:
+        return []
+    text = units.documents[index]
+    starts, ends = units.unit_bounds(index)
+    merged: list[list[int]] = []
+    previous = -2
+    for unit in kept:
+        start, end = int(starts[unit]), int(ends[unit])
+        if merged and (unit == previous + 1 or not text[merged[-1][1] : start].strip()):
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+        previous = unit
+    out = []
+    for start, end in merged:
+        while start < end and text[start].isspace():
+            start += 1
+        while end > start and text[end - 1].isspace():
+            end -= 1
+        if end > start:
+            out.append((start, end))
+    return out
+
+
+def token_scores_to_units(
+    units: Units, index: int, token_starts: np.ndarray, scores: np.ndarray, how: str = "max"
+) -> np.ndarray:
+    """Carry per-token scores of *another* tokenizer (the draft's) onto target units.
+
+    Each scored token goes to the target unit its first character falls in; a unit gets the
+    max (or mean) of its tokens. A unit no token starts in (a draft token spanning two target
+    units) inherits the previous unit's score, so nothing is left unscored.
+    """
+    starts, _ = units.unit_bounds(index)
+    count = starts.shape[0]
+    if count == 0:
+        return np.zeros(0)
+    owner = np.clip(np.searchsorted(starts, token_starts, side="right") - 1, 0, count - 1)
+    values = np.asarray(scores, dtype=np.float64)
+    if how == "max":
+        out = np.full(count, -np.inf)
+        np.maximum.at(out, owner, values)
+    elif how == "mean":
+        total = np.zeros(count)
+        seen = np.zeros(count)
+        np.add.at(total, owner, values)
+        np.add.at(seen, owner, 1.0)
+        out = np.where(seen > 0, total / np.maximum(seen, 1.0), -np.inf)
+    else:
+        raise ValueError(f"how must be 'max' or 'mean', got {how!r}")
+    for unit in range(count):  # forward-fill units no token starts in
+        if not np.isfinite(out[unit]):
+            out[unit] = out[unit - 1] if unit else (np.nanmax(np.where(np.isfinite(out), out, np.nan)) if np.isfinite(out).any() else 0.0)
+    return out

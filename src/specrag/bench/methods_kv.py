@@ -1,0 +1,110 @@
+"""KV-cache methods compared by the benchmark, all through SpecKV's public API.
+
+Methods (``kv_`` prefix) and how each maps onto :class:`~specrag.SpecKV`:
+
+``kv_full``      no eviction (budget larger than any prompt).
+``kv_snapkv``    window-only target attention: ``draft=None, lookahead=0``.
+``kv_speckv``    draft answer as lookahead: ``draft=<draft>``.
+``kv_oracle``    the target's own answer as lookahead: ``draft=<target>`` (upper bound).
+``kv_speckv_pc`` SpecPC (keep 0.5 of the documents) then SpecKV on the shortened prompt.
+``kv_streaming`` sinks + recent window (StreamingLLM). **Not available**: SpecKV has no
+                 position-based eviction mode, and the brief forbids working around its API;
+                 :func:`make_kv_method` raises :class:`KVMethodUnavailable` and the runner
+                 records the row as not measured.
+
+The KV budget is a fraction of the full prompt's target tokens (cache entries per layer),
+never below SpecKV's window; the kept fraction reported is budget / prompt tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..models import LoadedModel
+from ..speckv import SpecKV, SpecKVResult
+from ..specpc import SpecPC
+
+KV_METHODS = ("kv_full", "kv_streaming", "kv_snapkv", "kv_speckv", "kv_oracle", "kv_speckv_pc")
+KV_DRAFT_METHODS = frozenset({"kv_speckv", "kv_speckv_pc"})
+UNAVAILABLE = {"kv_streaming": "SpecKV has no sinks + recent-window eviction mode"}
+SPECKV_PC_KEEP = 0.5
+NO_EVICTION = 1 << 30
+
+
+class KVMethodUnavailable(RuntimeError):
+    """The method has no counterpart in SpecKV's API; the row is reported as not measured."""
+
+
+@dataclass
+class KVMethod:
+    """Builds a SpecKV engine for a given cache budget (SpecKV takes the budget at construction)."""
+
+    name: str
+    target: LoadedModel
+    draft: LoadedModel | None
+    compressor: SpecPC | None = None
+    lookahead_off: bool = False
+
+    def engine(self, budget: int) -> SpecKV:
+        settings: dict[str, object] = {"lookahead": 0} if self.lookahead_off else {}
+        if self.compressor is not None:
+            return SpecKV(self.target, None, budget=budget, compressor=self.compressor, **settings)
+        return SpecKV(self.target, self.draft, budget=budget, **settings)
+
+    def kv_budget(self, prompt_tokens: int, ratio: float | None) -> int:
+        """Cache entries at ``ratio`` of the prompt; the full cache when ``ratio`` is None."""
+        if ratio is None or self.name == "kv_full":
+            return NO_EVICTION
+        return max(32, int(ratio * prompt_tokens + 0.5))
+
+
+def make_kv_method(name: str, *, target: LoadedModel, draft: LoadedModel | None) -> KVMethod:
+    """Build method ``name`` (see :data:`KV_METHODS`).
+
+    Raises
+    ------
+    KVMethodUnavailable
+        For rows SpecKV cannot run (see :data:`UNAVAILABLE`).
+    ValueError
+        For an unknown name or a missing draft.
+    """
+    if name in UNAVAILABLE:
+        raise KVMethodUnavailable(UNAVAILABLE[name])
+    if name in KV_DRAFT_METHODS and draft is None:
+        raise ValueError(f"method {name!r} needs a draft model")
+    if name == "kv_full":
+        return KVMethod(name, target, None)
+    if name == "kv_snapkv":
+        return KVMethod(name, target, None, lookahead_off=True)
+    if name == "kv_speckv":
+        return KVMethod(name, target, draft)
+    if name == "kv_oracle":
+        return KVMethod(name, target, target)
+    if name == "kv_speckv_pc":
+        assert draft is not None
+        return KVMethod(name, target, None, compressor=SpecPC(draft, keep_ratio=SPECKV_PC_KEEP, progress=False))
+    raise ValueError(f"unknown KV method {name!r}; expected one of {KV_METHODS}")
+
+
+def kv_figures(result: SpecKVResult) -> dict[str, float | int]:
+    """Cost figures of one generation: time to first token, decode speed, cache bytes.
+
+    The peak cache is the prefill's: eviction happens once, after the prompt has been
+    held in full (plus the draft answer while it is scored), so bytes per entry times the
+    prompt length bounds it; ``kv_bytes`` is what remained at the end.
+    """
+    entries_at_end = max(1, sum(result.cache_entries))
+    per_entry = result.kv_bytes / entries_at_end if result.kv_bytes else 0.0
+    layers = max(1, len(result.cache_entries))
+    peak = int(per_entry * layers * (result.prompt_tokens + result.lookahead_tokens))
+    compression = result.compression.seconds if result.compression is not None else 0.0
+    return {
+        "ttft_s": compression + result.draft_seconds + result.prefill_seconds,
+        "draft_s": result.draft_seconds,
+        "prefill_s": result.prefill_seconds,
+        "decode_tok_s": result.decode_tokens_per_second,
+        "kv_bytes_end": result.kv_bytes,
+        "kv_bytes_full": result.full_kv_bytes,
+        "kv_bytes_peak": peak,
+        "prompt_tokens": result.prompt_tokens,
+    }

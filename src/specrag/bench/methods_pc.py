@@ -1,0 +1,265 @@
+"""Prompt-compression methods compared by the benchmark, all scoring target-token units.
+
+Every method turns an item into ranking keys over the item's target-tokenizer word units
+(:class:`~specrag.bench.budget.Units`); :func:`~specrag.bench.budget.select` does the rest,
+so all methods return verbatim spans within the same budget in target tokens. Scoring is
+done once per item and reused for every budget: the draft pass does not depend on the budget.
+
+Methods
+-------
+``full``      everything (budget ignored; the reference row).
+``truncate``  the first units (documents in order).
+``random``    units in a seeded random order.
+``sentence``  sentences ranked by all-MiniLM cosine similarity to the question.
+``selfinfo``  units ranked by the draft's mean surprisal (Selective-Context style).
+``window``    window-only draft attention, SnapKV's recipe: the question's queries, every
+              layer, a 7-wide max-pool, no neighbourhood widening.
+``specpc``    SpecPC's scores with its tuned defaults (start layer a third of the depth,
+              63-wide composed max-pool, linearly weighted window queries).
+``oracle``    SpecPC with the *target* as draft: what the answering model itself attends to.
+
+Both ``window`` and ``specpc`` use ``lookahead=1`` (prefill queries only): with the plain
+``Answer:`` template the SmolLM2 draft's first greedy token is its end-of-turn token in most
+items (docs/tuning.md), so lookahead adds nothing there. What separates the rows is the
+scoring recipe (layers, weighting, smoothing), not lookahead.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from ..models import LoadedModel
+from ..scoring import centred_max_pool
+from ..segmentation import tokenize_document
+from ..specpc import SpecPC
+from .budget import Units, token_scores_to_units
+from .tasks import BenchItem
+
+Keys = list[list[np.ndarray]]
+Embedder = Callable[[Sequence[str]], np.ndarray]
+
+PC_METHODS = ("full", "truncate", "random", "sentence", "selfinfo", "window", "specpc", "oracle")
+DRAFT_METHODS = frozenset({"selfinfo", "window", "specpc"})
+"""Methods whose scores depend on the draft (their result key includes the draft's name)."""
+
+_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")
+
+
+class PCMethod(Protocol):
+    """Scores an item's target units; higher is kept first."""
+
+    name: str
+
+    def score(self, item: BenchItem, units: Units) -> Keys: ...
+
+
+@dataclass
+class Scored:
+    """Ranking keys of one item under one method, with the seconds scoring took."""
+
+    keys: Keys
+    seconds: float
+
+
+def _positions(units: Units) -> list[np.ndarray]:
+    """Negative global unit position: earlier first."""
+    out, offset = [], 0
+    for doc in units.tokens:
+        out.append(-(offset + np.arange(doc.num_units, dtype=np.float64)))
+        offset += doc.num_units
+    return out
+
+
+class Full:
+    """Keeps everything; :func:`score` still returns keys so the code path is shared."""
+
+    name = "full"
+
+    def score(self, item: BenchItem, units: Units) -> Keys:
+        return [_positions(units)]
+
+
+class Truncate:
+    """The first tokens of the context, the baseline every serving stack has for free."""
+
+    name = "truncate"
+
+    def score(self, item: BenchItem, units: Units) -> Keys:
+        return [_positions(units)]
+
+
+class RandomUnits:
+    """Units in a random order seeded by the item, so reruns keep the same picks."""
+
+    name = "random"
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def score(self, item: BenchItem, units: Units) -> Keys:
+        rng = np.random.default_rng(random.Random(f"{self.seed}:{item.item_id}").getrandbits(63))
+        return [[rng.random(doc.num_units) for doc in units.tokens]]
+
+
+class SentenceSimilarity:
+    """Whole sentences, most similar to the question first (embedding retrieval inside a
+    prompt, as RAG pipelines filter chunks). Units of a sentence rank together, in order."""
+
+    name = "sentence"
+
+    def __init__(self, embed: Embedder) -> None:
+        self.embed = embed
+
+    def score(self, item: BenchItem, units: Units) -> Keys:
+        spans: list[list[tuple[int, int]]] = []
+        texts: list[str] = []
+        for text in units.documents:
+            found = [(m.start(), m.end()) for m in _SENTENCE.finditer(text) if text[m.start() : m.end()].strip()]
+            spans.append(found or [(0, len(text))])
+            texts.extend(text[start:end].strip() or text for start, end in spans[-1])
+        vectors = np.asarray(self.embed([item.question, *texts]), dtype=np.float64)
+        similarity = vectors[1:] @ vectors[0]
+        primary, cursor = [], 0
+        for index, doc_spans in enumerate(spans):
+            starts = np.array([start for start, _ in doc_spans])
+            unit_starts, _ = units.unit_bounds(index)
+            which = np.clip(np.searchsorted(starts, unit_starts, side="right") - 1, 0, len(doc_spans) - 1)
+            primary.append(similarity[cursor + which])
+            cursor += len(doc_spans)
+        return [primary, _positions(units)]
+
+
+class SelfInformation:
+    """Selective-Context style: keep what the draft finds least predictable.
+
+    Each document is read by the draft after a short header; a token's surprisal is
+    ``-log p(token | preceding text)``; a unit scores the mean surprisal of its tokens. The
+    question plays no part, which is the method's known weakness for QA.
+    """
+
+    name = "selfinfo"
+
+    def __init__(self, draft: LoadedModel) -> None:
+        self.draft = draft
+        tokenizer = draft.tokenizer
+        with_special = tokenizer.encode("a", add_special_tokens=True)
+        without = tokenizer.encode("a", add_special_tokens=False)
+        bos = with_special[: len(with_special) - len(without)] if with_special[-len(without) :] == without else []
+        self.prefix = list(bos) + tokenizer.encode("Documents:\n\n", add_special_tokens=False)
+
+    @torch.inference_mode()
+    def score(self, item: BenchItem, units: Units) -> Keys:
+        primary = []
+        limit = self.draft.max_positions or 8192
+        for index, text in enumerate(units.documents):
+            doc = tokenize_document(self.draft.tokenizer, text)
+            if doc.num_tokens == 0:
+                primary.append(np.zeros(units.tokens[index].num_units))
+                continue
+            ids = (self.prefix + doc.ids.tolist())[:limit]
+            tensor = torch.tensor([ids], dtype=torch.long, device=self.draft.device)
+            logits = self.draft.model(tensor).logits[0, :-1].float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            targets = tensor[0, 1:]
+            surprisal = -logprobs.gather(1, targets[:, None])[:, 0].cpu().numpy()
+            mine = surprisal[len(self.prefix) - 1 :]
+            count = mine.shape[0]
+            primary.append(token_scores_to_units(units, index, doc.token_starts[:count], mine, how="mean"))
+        return [primary, _positions(units)]
+
+
+class DraftAttention:
+    """Attention-based scoring through SpecPC's own scorer, carried onto target units.
+
+    ``settings`` are :class:`~specrag.SpecPCSettings` fields. The ranking keys mirror
+    SpecPC's selection (widened pool, then pool, then raw score), so with a draft that shares
+    the target's tokenizer this reproduces :meth:`SpecPC.compress` up to unit boundaries.
+    """
+
+    def __init__(self, name: str, draft: LoadedModel, **settings: object) -> None:
+        self.name = name
+        self.pc = SpecPC(draft, progress=False, **settings)
+
+    def score(self, item: BenchItem, units: Units) -> Keys:
+        pc = self.pc
+        settings = pc.settings
+        tokenized = [
+            tokenize_document(pc.draft.tokenizer, text, settings.max_unit_tokens) if text.strip() else None
+            for text in units.documents
+        ]
+        total = sum(doc.num_tokens for doc in tokenized if doc is not None)
+        # SpecPC's scorer (a private method: the public API returns text, not scores, and the
+        # benchmark must budget in the target's tokens, which SpecPC does not know about).
+        raw_scores, _ = pc._score(tokenized, item.question, None, max(total, 1), total)
+        keys: Keys = [[], [], []]
+        for index, doc in enumerate(tokenized):
+            if doc is None or doc.num_tokens == 0:
+                for key in keys:
+                    key.append(np.zeros(units.tokens[index].num_units))
+                continue
+            raw = raw_scores[index]
+            pooled = centred_max_pool(raw, settings.pool_kernel)
+            widened = centred_max_pool(pooled, settings.neighbourhood)
+            for key, values in zip(keys, (widened, pooled, raw)):
+                key.append(token_scores_to_units(units, index, doc.token_starts, values))
+        return keys
+
+
+def make_pc_method(
+    name: str,
+    *,
+    draft: LoadedModel | None,
+    target: LoadedModel | None,
+    embed: Embedder | None,
+    seed: int,
+) -> PCMethod:
+    """Build method ``name`` (see :data:`PC_METHODS`) from the models it needs.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name or a missing model.
+    """
+    if name == "full":
+        return Full()
+    if name == "truncate":
+        return Truncate()
+    if name == "random":
+        return RandomUnits(seed)
+    if name == "sentence":
+        if embed is None:
+            from ..demo import embed as minilm_embed
+
+            embed = minilm_embed
+        return SentenceSimilarity(embed)
+    if name in DRAFT_METHODS and draft is None:
+        raise ValueError(f"method {name!r} needs a draft model")
+    if name == "selfinfo":
+        assert draft is not None
+        return SelfInformation(draft)
+    if name == "window":
+        assert draft is not None
+        return DraftAttention("window", draft, start_layer=0, pool_kernel=7, neighbourhood=1)
+    if name == "specpc":
+        assert draft is not None
+        return DraftAttention("specpc", draft)
+    if name == "oracle":
+        if target is None:
+            raise ValueError("method 'oracle' needs the target model")
+        return DraftAttention("oracle", target)
+    raise ValueError(f"unknown prompt-compression method {name!r}; expected one of {PC_METHODS}")
+
+
+def timed_score(method: PCMethod, item: BenchItem, units: Units) -> Scored:
+    """Score and time one item (the time is charged to every budget's compression)."""
+    started = time.perf_counter()
+    keys = method.score(item, units)
+    return Scored(keys, time.perf_counter() - started)

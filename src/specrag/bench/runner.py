@@ -1,0 +1,262 @@
+"""Run the benchmark: items x methods x budgets, resumable, one JSONL line per result.
+
+Why this shape
+--------------
+A CPU run of the full grid takes hours, machines are shared and sessions end, so every
+finished (item, method, draft, target, budget) is appended to the output JSONL at once and
+skipped when the run is started again with the same arguments. Items are rebuilt from the
+seed, so every method and budget sees the same inputs, in this run and the next.
+
+Costs are split on purpose: *containment* (does the answer survive compression?) needs only
+the draft, so it can run over many items; *EM/F1* need the target to answer, so
+``answer=True`` is the expensive mode, usually run on fewer items.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..models import LoadedModel
+from ..speckv import SpecKV
+from .budget import budget_tokens, select, target_units
+from .methods_kv import (
+    KV_DRAFT_METHODS,
+    KV_METHODS,
+    NO_EVICTION,
+    UNAVAILABLE,
+    KVMethod,
+    kv_figures,
+    make_kv_method,
+)
+from .methods_pc import (
+    DRAFT_METHODS,
+    PC_METHODS,
+    Embedder,
+    PCMethod,
+    make_pc_method,
+    timed_score,
+)
+from .metrics import answer_contained, exact_match, token_f1
+from .tasks import BenchItem, build_items
+
+INSTRUCTION = "Answer the question with a short phrase copied from the documents. No explanation."
+DOCUMENT_TEMPLATE = "Documents:\n\n{context}\n\nQuestion: {question}\nAnswer:"
+"""SpecKV's default document template, repeated here to count full-prompt tokens."""
+
+
+@dataclass
+class SuiteConfig:
+    """What to run. Every field is a command-line option of ``specrag bench``."""
+
+    tasks: Sequence[str] = ("quoref",)
+    lengths: Sequence[int] = (2048,)
+    limit: int = 20
+    seed: int = 0
+    methods: Sequence[str] = PC_METHODS
+    budgets: Sequence[float] = (0.1, 0.25, 0.5)
+    answer: bool = False
+    max_new_tokens: int = 16
+    out: Path = Path("bench-results.jsonl")
+    quoref_examples: Sequence[Any] | None = field(default=None, repr=False)
+
+    def validate(self) -> None:
+        unknown = [m for m in self.methods if m not in PC_METHODS and m not in KV_METHODS]
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; expected some of {PC_METHODS + KV_METHODS}")
+        bad = [b for b in self.budgets if not 0.0 < b <= 1.0]
+        if bad:
+            raise ValueError(f"budgets must be in (0, 1], got {bad}")
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be >= 1")
+
+
+def result_key(item_id: str, method: str, draft: str | None, target: str, budget: float) -> str:
+    """Cache key of one result; the draft is part of it only for methods that use one."""
+    uses_draft = method in DRAFT_METHODS or method in KV_DRAFT_METHODS
+    return "|".join([item_id, method, (draft or "-") if uses_draft else "-", target, f"{budget:g}"])
+
+
+def load_records(path: Path) -> dict[str, dict[str, Any]]:
+    """Finished results by key; a truncated last line (a killed run) is ignored."""
+    records: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return records
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        records[record["key"]] = record
+    return records
+
+
+def _peak_memory_bytes(device: torch.device) -> int:
+    """GPU: peak allocated since the last reset; CPU: the process's resident high-water mark."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    scale = 1 if sys.platform == "darwin" else 1024
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+class _Answerer:
+    """The target answering a (compressed or full) prompt with a full cache: greedy, short."""
+
+    def __init__(self, target: LoadedModel, max_new_tokens: int) -> None:
+        self.engine = SpecKV(target, None, budget=NO_EVICTION)
+        self.max_new_tokens = max_new_tokens
+
+    def __call__(self, engine: SpecKV | None, item: BenchItem, documents: Sequence[str]) -> dict[str, Any]:
+        runner = engine or self.engine
+        messages = [{"role": "system", "content": INSTRUCTION}, {"role": "user", "content": item.question}]
+        result = runner.generate(
+            messages, documents=[d for d in documents if d] or [""], max_new_tokens=self.max_new_tokens, stop=["\n"]
+        )
+        prediction = result.text.strip()
+        figures = kv_figures(result)
+        return {
+            "prediction": prediction,
+            "em": exact_match(prediction, item.answers if not item.require_all else [", ".join(item.answers)]),
+            "f1": token_f1(prediction, item.answers if not item.require_all else [" ".join(item.answers)]),
+            "answer_contained": answer_contained(prediction, item.answers, require_all=item.require_all),
+            **figures,
+        }
+
+
+def run_suite(
+    config: SuiteConfig,
+    *,
+    target: LoadedModel,
+    draft: LoadedModel | None = None,
+    embed: Embedder | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Run (or resume) the benchmark and return every record of this configuration.
+
+    Parameters
+    ----------
+    config
+        Tasks, lengths, items, methods, budgets and output path.
+    target
+        The answering model; its tokenizer defines lengths and budgets.
+    draft
+        The draft for draft-based methods (may be None if none is requested).
+    embed
+        Sentence embedder for ``sentence`` (default: offline all-MiniLM-L6-v2).
+    progress
+        Show a tqdm bar over (item, method) pairs.
+    """
+    config.validate()
+    out = Path(config.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    records = load_records(out)
+    items = build_items(
+        config.tasks, config.lengths, config.limit, config.seed, target.tokenizer,
+        quoref_examples=config.quoref_examples,
+    )
+    draft_name = draft.name if draft is not None else None
+    pc_names = [m for m in config.methods if m in PC_METHODS]
+    kv_names = [m for m in config.methods if m in KV_METHODS and m not in UNAVAILABLE]
+    if kv_names and not config.answer:
+        kv_names = []  # KV methods only exist while the target generates
+    pc_cache: dict[str, PCMethod] = {}
+    kv_cache: dict[str, KVMethod] = {}
+    answerer = _Answerer(target, config.max_new_tokens) if (config.answer or kv_names) else None
+    wanted: list[str] = []
+
+    def done(key: str) -> bool:
+        record = records.get(key)
+        return record is not None and (not config.answer or "em" in record)
+
+    def emit(record: dict[str, Any]) -> None:
+        records[record["key"]] = record
+        with out.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    bar = tqdm(total=len(items) * (len(pc_names) + len(kv_names)), desc="bench", unit="run", disable=not progress)
+    for item in items:
+        units = target_units(target.tokenizer, item.documents)
+        base = {
+            "task": item.task, "item_id": item.item_id, "length": item.length,
+            "qtype": item.meta.get("qtype"), "target": target.name,
+            "total_tokens": units.total_tokens, "n_answers": len(item.answers),
+        }
+        for name in pc_names:
+            budgets = [1.0] if name == "full" else list(config.budgets)
+            keys = {b: result_key(item.item_id, name, draft_name, target.name, b) for b in budgets}
+            wanted.extend(keys.values())
+            pending = [b for b in budgets if not done(keys[b])]
+            if pending:
+                if name not in pc_cache:
+                    pc_cache[name] = make_pc_method(name, draft=draft, target=target, embed=embed, seed=config.seed)
+                scored = timed_score(pc_cache[name], item, units)
+                for budget in pending:
+                    started = time.perf_counter()
+                    selection = select(units, scored.keys, budget)
+                    seconds = scored.seconds + time.perf_counter() - started
+                    record = {
+                        **base, "key": keys[budget], "method": name, "kind": "pc",
+                        "draft": draft_name if name in DRAFT_METHODS else None,
+                        "budget": budget, "budget_tokens": selection.budget,
+                        "kept_tokens": selection.kept_tokens, "kept_fraction": selection.kept_fraction,
+                        "compression_s": seconds,
+                        "contained": answer_contained(
+                            "\n\n".join(selection.texts), item.answers, require_all=item.require_all
+                        ),
+                    }
+                    if answerer is not None and config.answer:
+                        _reset_peak(target.device)
+                        answered = answerer(None, item, selection.texts)
+                        answered["ttft_s"] += seconds
+                        record.update(answered, peak_memory_bytes=_peak_memory_bytes(target.device))
+                    emit(record)
+            bar.update(1)
+        if kv_names:
+            full_prompt = DOCUMENT_TEMPLATE.format(context="\n\n".join(item.documents), question=item.question)
+            assert answerer is not None
+            prompt_tokens = len(
+                answerer.engine.render([{"role": "system", "content": INSTRUCTION}, {"role": "user", "content": full_prompt}])
+            )
+        for name in kv_names:
+            budgets = [1.0] if name == "kv_full" else list(config.budgets)
+            for budget in budgets:
+                key = result_key(item.item_id, name, draft_name, target.name, budget)
+                wanted.append(key)
+                if done(key):
+                    continue
+                if name not in kv_cache:
+                    kv_cache[name] = make_kv_method(name, target=target, draft=draft)
+                method = kv_cache[name]
+                entries = method.kv_budget(prompt_tokens, None if name == "kv_full" else budget)
+                _reset_peak(target.device)
+                answered = answerer(method.engine(entries), item, item.documents)  # type: ignore[misc]
+                emit({
+                    **base, **answered, "key": key, "method": name, "kind": "kv",
+                    "draft": draft_name if name in KV_DRAFT_METHODS else None,
+                    "budget": budget, "budget_tokens": min(entries, prompt_tokens),
+                    "kept_tokens": min(entries, prompt_tokens),
+                    "kept_fraction": min(entries, prompt_tokens) / prompt_tokens,
+                    "full_prompt_tokens": prompt_tokens,
+                    "compression_s": answered["ttft_s"] - answered["prefill_s"],
+                    "peak_memory_bytes": _peak_memory_bytes(target.device),
+                })
+            bar.update(1)
+    bar.close()
+    return [records[key] for key in wanted if key in records]
+
+
+__all__ = ["SuiteConfig", "budget_tokens", "load_records", "result_key", "run_suite"]

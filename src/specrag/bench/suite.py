@@ -1,0 +1,120 @@
+"""``specrag bench``'s body: parse options, load models, run, write tables and plots.
+
+Kept out of ``cli.py`` so the command stays a thin wrapper and the same entry point is
+callable from Python (the report script and the smoke test use :func:`summarise`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..models import LoadedModel, load_model
+from .methods_kv import KV_METHODS, UNAVAILABLE
+from .methods_pc import PC_METHODS
+from .plots import accuracy_vs_budget, ttft_vs_length
+from .report import cost_table, metric_table
+from .runner import SuiteConfig, run_suite
+
+ORDER = PC_METHODS + KV_METHODS
+
+
+def parse_list(text: str, kind: type = str) -> list[Any]:
+    """Comma-separated option values (``"0.1,0.25"`` -> ``[0.1, 0.25]``); ``all`` for methods."""
+    values = [part.strip() for part in text.split(",") if part.strip()]
+    if not values:
+        raise ValueError(f"empty list: {text!r}")
+    return [kind(value) for value in values]
+
+
+def resolve_methods(text: str) -> list[str]:
+    """``all``, ``pc``, ``kv`` or an explicit comma-separated list."""
+    shortcuts = {"all": list(ORDER), "pc": list(PC_METHODS), "kv": list(KV_METHODS)}
+    return shortcuts.get(text.strip(), None) or parse_list(text)
+
+
+def summarise(
+    records: Sequence[dict[str, Any]], budgets: Sequence[float], img_dir: Path | None = None, stem: str = "bench"
+) -> str:
+    """Markdown tables (containment, EM/F1, costs) and optional plots for a set of records."""
+    parts: list[str] = []
+    pc = [r for r in records if r.get("kind") == "pc"]
+    kv = [r for r in records if r.get("kind") == "kv"]
+    for task in sorted({r["task"] for r in records}):
+        for length in sorted({r["length"] for r in records if r["task"] == task}):
+            def here(r: dict[str, Any], task: str = task, length: int = length) -> bool:
+                return r["task"] == task and r["length"] == length
+
+            parts.append(f"#### {task}, {length} tokens: answer contained in the compressed context\n")
+            parts.append(metric_table(pc, "contained", budgets, where=here, order=ORDER))
+            if task == "quoref":
+                for qtype in ("coref", "lexical"):
+                    parts.append(f"\n{task} {length}, `{qtype}` questions only:\n")
+                    parts.append(
+                        metric_table(pc, "contained", budgets, where=lambda r, q=qtype, h=here: h(r) and r.get("qtype") == q, order=ORDER)
+                    )
+            if any(here(r) and "em" in r for r in records):
+                parts.append(f"\n#### {task}, {length} tokens: target answers (EM, F1)\n")
+                parts.append(metric_table([r for r in records if "em" in r], "em", budgets, where=here, order=ORDER))
+                parts.append("\n")
+                parts.append(metric_table([r for r in records if "f1" in r], "f1", budgets, where=here, rate=False, order=ORDER))
+            if img_dir is not None and any(here(r) for r in pc):
+                accuracy_vs_budget(pc, "contained", img_dir / f"{stem}-{task}-{length}-contained.png",
+                                   title=f"{task} {length}: answer contained", where=here)
+                if any(here(r) and "em" in r for r in records):
+                    accuracy_vs_budget([r for r in records if "em" in r], "em", img_dir / f"{stem}-{task}-{length}-em.png",
+                                       title=f"{task} {length}: exact match", where=here)
+    if any("ttft_s" in r for r in records):
+        parts.append("\n#### Costs (time to first token = compression + draft + target prefill)\n")
+        parts.append(cost_table(records))
+        if img_dir is not None:
+            ttft_vs_length(records, img_dir / f"{stem}-ttft.png", title="time to first token vs context length")
+    missing = [m for m in UNAVAILABLE]
+    if kv or missing:
+        parts.append("\nKV rows not measured (no SpecKV mode): " + ", ".join(f"`{m}` ({UNAVAILABLE[m]})" for m in missing) + "\n")
+    return "\n".join(parts)
+
+
+def run_command(
+    *,
+    tasks: str,
+    lengths: str,
+    limit: int,
+    seed: int,
+    methods: str,
+    budgets: str,
+    draft: str,
+    target: str,
+    out: Path,
+    answer: bool,
+    max_new_tokens: int,
+    device: str,
+    tables: Path | None,
+    img_dir: Path | None,
+    progress: bool = True,
+    loaded: dict[str, LoadedModel] | None = None,
+) -> list[dict[str, Any]]:
+    """What ``specrag bench`` does; ``loaded`` maps names to already loaded models (tests)."""
+    names = resolve_methods(methods)
+    config = SuiteConfig(
+        tasks=parse_list(tasks), lengths=parse_list(lengths, int), limit=limit, seed=seed,
+        methods=names, budgets=parse_list(budgets, float), answer=answer,
+        max_new_tokens=max_new_tokens, out=out,
+    )
+    config.validate()
+    cache = dict(loaded or {})
+
+    def get(name: str) -> LoadedModel:
+        if name not in cache:
+            cache[name] = load_model(name, device)
+        return cache[name]
+
+    needs_draft = any(m in ("selfinfo", "window", "specpc", "kv_speckv", "kv_speckv_pc") for m in names)
+    records = run_suite(
+        config, target=get(target), draft=get(draft) if needs_draft else None, progress=progress
+    )
+    if tables is not None:
+        tables.parent.mkdir(parents=True, exist_ok=True)
+        tables.write_text(summarise(records, config.budgets, img_dir, stem=out.stem), encoding="utf-8")
+    return records
