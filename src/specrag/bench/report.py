@@ -48,6 +48,21 @@ def label(record: Record) -> str:
     return f"{record['method']} ({record['draft']})" if record.get("draft") else str(record["method"])
 
 
+def complete_items(records: Sequence[Record]) -> list[Record]:
+    """Only items that have every (method, draft, budget) row seen in ``records``.
+
+    A run stopped at a deadline leaves its last item half done; comparing methods on
+    different item sets would not be paired, so such items are left out of tables.
+    """
+    by_task: dict[tuple[str, int], set[tuple[str, float]]] = defaultdict(set)
+    by_item: dict[str, set[tuple[str, float]]] = defaultdict(set)
+    for record in records:
+        cell = (label(record), float(record["budget"]))
+        by_task[(record["task"], int(record["length"]))].add(cell)
+        by_item[record["item_id"]].add(cell)
+    return [r for r in records if by_item[r["item_id"]] >= by_task[(r["task"], int(r["length"]))]]
+
+
 def _rate_cell(values: list[float]) -> str:
     if not values:
         return "—"

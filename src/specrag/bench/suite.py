@@ -14,8 +14,8 @@ from ..models import LoadedModel, load_model
 from .methods_kv import KV_METHODS, UNAVAILABLE
 from .methods_pc import PC_METHODS
 from .plots import accuracy_vs_budget, ttft_vs_length
-from .report import cost_table, metric_table
-from .runner import SuiteConfig, run_suite
+from .report import complete_items, cost_table, metric_table
+from .runner import SuiteConfig, load_records, run_suite
 
 ORDER = PC_METHODS + KV_METHODS
 
@@ -34,11 +34,31 @@ def resolve_methods(text: str) -> list[str]:
     return shortcuts.get(text.strip(), None) or parse_list(text)
 
 
+def report_tables(paths: Sequence[Path], budgets: Sequence[float], img_dir: Path | None = None) -> str:
+    """Tables and plots over several result files (the committed report is built with this).
+
+    Rows are not restricted to common items here: runs of different sizes share prefixes of
+    the same item list (items are prefix-stable), and each row states its own N.
+    """
+    records = [r for path in paths for r in load_records(Path(path)).values()]
+    return summarise(records, budgets, img_dir, stem="bench", paired=False)
+
+
 def summarise(
-    records: Sequence[dict[str, Any]], budgets: Sequence[float], img_dir: Path | None = None, stem: str = "bench"
+    records: Sequence[dict[str, Any]],
+    budgets: Sequence[float],
+    img_dir: Path | None = None,
+    stem: str = "bench",
+    *,
+    paired: bool = True,
 ) -> str:
-    """Markdown tables (containment, EM/F1, costs) and optional plots for a set of records."""
+    """Markdown tables (containment, EM/F1, costs) and optional plots for a set of records.
+
+    ``paired`` keeps only items that have every row, so all rows compare the same items.
+    """
     parts: list[str] = []
+    if paired:
+        records = complete_items(records)
     pc = [r for r in records if r.get("kind") == "pc"]
     kv = [r for r in records if r.get("kind") == "kv"]
     for task in sorted({r["task"] for r in records}):
