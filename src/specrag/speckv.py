@@ -309,28 +309,53 @@ class SpecKV:
             self._events(prompt, documents, max_new_tokens, temperature, top_p, top_k, seed, stop)
         )
 
-    async def agenerate(self, prompt: Prompt, **kwargs: Any) -> SpecKVResult:
+    async def agenerate(
+        self,
+        prompt: Prompt,
+        *,
+        documents: Sequence[str] | None = None,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        seed: int | None = None,
+        stop: str | Sequence[str] | None = None,
+    ) -> SpecKVResult:
         """:meth:`generate` in a worker thread, so the event loop keeps running."""
-        stream = self.astream(prompt, **kwargs)
+        stream = self.astream(
+            prompt,
+            documents=documents,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            seed=seed,
+            stop=stop,
+        )
         async for _ in stream:
             pass
         return stream.result
 
-    def astream(self, prompt: Prompt, **kwargs: Any) -> AsyncSpecKVStream:
-        """:meth:`stream` for asyncio (see :class:`AsyncSpecKVStream`)."""
+    def astream(
+        self,
+        prompt: Prompt,
+        *,
+        documents: Sequence[str] | None = None,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        seed: int | None = None,
+        stop: str | Sequence[str] | None = None,
+    ) -> AsyncSpecKVStream:
+        """:meth:`stream` for asyncio: generation runs in a worker thread.
+
+        Arguments are validated now; the worker starts on the first ``__anext__``. Leaving
+        early: ``await stream.aclose()`` stops the worker and waits until the engine is free.
+        """
         events = self._events(
-            prompt,
-            kwargs.pop("documents", None),
-            kwargs.pop("max_new_tokens", 256),
-            kwargs.pop("temperature", 0.0),
-            kwargs.pop("top_p", 1.0),
-            kwargs.pop("top_k", 0),
-            kwargs.pop("seed", None),
-            kwargs.pop("stop", None),
+            prompt, documents, max_new_tokens, temperature, top_p, top_k, seed, stop
         )
-        if kwargs:
-            events.close()
-            raise TypeError(f"unexpected keyword argument(s) {sorted(kwargs)}")
         return AsyncTextStream(lambda: events)
 
     def render(self, prompt: Prompt, tokenizer: PreTrainedTokenizerBase | None = None) -> list[int]:
@@ -380,16 +405,21 @@ class SpecKV:
             prefill_keep = self.budget - (rescore or 0)
             evict = length > prefill_keep
 
+            lookahead = self._lookahead(max_new_tokens) if evict else 0
+            config = self.target.model.config
+            # Refuse before spending time on the draft; re-checked with the actual answer
+            # length, which can exceed `lookahead` when the draft has another tokenizer.
+            plan_layers(config, length + max(lookahead, max_new_tokens))
+
             answer: list[int] = []
             draft_seconds = 0.0
-            lookahead = self._lookahead(max_new_tokens) if evict else 0
             if lookahead:  # no eviction or no draft: nothing to look ahead for
                 started = time.perf_counter()
                 answer = self._draft_answer(prompt, ids, lookahead)
                 draft_seconds = time.perf_counter() - started
 
             started = time.perf_counter()
-            plan = plan_layers(self.target.model.config, length + max(len(answer), max_new_tokens))
+            plan = plan_layers(config, length + max(len(answer), max_new_tokens))
             budgeted = frozenset(plan.budgeted_layers)
             cache = BudgetedCache(plan)
             scorer = (
