@@ -32,7 +32,7 @@ import time
 import torch
 
 
-def _child(mode: str, draft: str, length: int, repeats: int, threads: int) -> dict[str, float]:
+def _child(mode: str, draft: str, length: int, repeats: int, threads: int, warmup: bool) -> dict[str, float]:
     """Run inside a fresh process: load, warm up, measure, report JSON on stdout."""
     from specrag import SpecPC, load_model
     from specrag.bench.needle import single_needle
@@ -53,7 +53,8 @@ def _child(mode: str, draft: str, length: int, repeats: int, threads: int) -> di
 
     action = forward if mode == "forward" else compress
     baseline_kib = _current_rss_kib()  # model loaded, nothing run yet
-    action()  # warm-up: kernels, allocator pools
+    if warmup:
+        action()  # kernels, allocator pools; skippable for the longest, slowest inputs
     seconds = []
     for _ in range(repeats):
         started = time.perf_counter()
@@ -77,9 +78,10 @@ def _current_rss_kib() -> int:
     raise RuntimeError("VmRSS not found in /proc/self/status")
 
 
-def _measure(mode: str, draft: str, length: int, repeats: int, threads: int) -> dict[str, float]:
+def _measure(mode: str, draft: str, length: int, repeats: int, threads: int, warmup: bool) -> dict[str, float]:
     command = [sys.executable, __file__, "--child", mode, "--draft", draft,
-               "--lengths", str(length), "--repeats", str(repeats), "--threads", str(threads)]
+               "--lengths", str(length), "--repeats", str(repeats), "--threads", str(threads),
+               "--warmup" if warmup else "--no-warmup"]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode:
         raise RuntimeError(f"{mode} at {length} tokens failed:\n{done.stderr[-3000:]}")
@@ -92,20 +94,23 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[2048, 8192, 16384])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=True,
+                        help="run each operation once before timing it")
     parser.add_argument("--child", choices=["forward", "compress"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(_child(args.child, args.draft, args.lengths[0], args.repeats, args.threads)))
+        print(json.dumps(_child(args.child, args.draft, args.lengths[0], args.repeats, args.threads, args.warmup)))
         return
 
     print(f"draft {args.draft}; {platform.processor() or platform.machine()}, {args.threads} threads, "
-          f"torch {torch.__version__}; median of {args.repeats} runs after a warm-up")
+          f"torch {torch.__version__}; median of {args.repeats} run(s)"
+          + (" after a warm-up" if args.warmup else ", no warm-up"))
     print()
     print("| tokens | forward s | compress s | ratio | forward peak +MiB | compress peak +MiB |")
     print("|---:|---:|---:|---:|---:|---:|")
     for length in args.lengths:
-        forward = _measure("forward", args.draft, length, args.repeats, args.threads)
-        compress = _measure("compress", args.draft, length, args.repeats, args.threads)
+        forward = _measure("forward", args.draft, length, args.repeats, args.threads, args.warmup)
+        compress = _measure("compress", args.draft, length, args.repeats, args.threads, args.warmup)
         print(f"| {forward['tokens']} | {forward['seconds']:.2f} | {compress['seconds']:.2f} | "
               f"{compress['seconds'] / forward['seconds']:.2f} | {forward['peak_growth_mib']:.0f} | "
               f"{compress['peak_growth_mib']:.0f} |", flush=True)
