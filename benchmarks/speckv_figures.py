@@ -17,6 +17,7 @@ Usage::
 
     .venv/bin/python benchmarks/speckv_figures.py --minutes 30 --out speckv.jsonl
     .venv/bin/python benchmarks/speckv_figures.py --tiny --n 2   # smoke test, seconds
+    .venv/bin/python benchmarks/speckv_figures.py --sweep        # lookahead sweep, minutes
 
 The development machines are shared CPUs: ``--threads 1`` (default) was measured faster
 than 2 there, because two torch threads on two busy cores wait on each other.
@@ -162,6 +163,38 @@ def summarise(rows: list[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
+def lookahead_sweep(args: argparse.Namespace) -> None:
+    """Needle found or lost, per lookahead, at a quarter budget (smollm2-135m by default).
+
+    Short prompts (``--sweep-tokens``) keep this to minutes, so the question it answers —
+    how many draft tokens does the lookahead need? — can be asked of several seeds.
+    """
+    model = load_model(args.sweep_model)
+    lookaheads = [int(value) for value in args.sweep_lookaheads.split(",")]
+    print(
+        "| seed | prompt tokens | budget | full | "
+        + " | ".join(f"lookahead {n}" for n in lookaheads)
+        + " |"
+    )
+    print("|---" * (4 + len(lookaheads)) + "|")
+    for seed in range(args.sweep_seeds):
+        sample = single_needle(args.sweep_tokens, model.tokenizer, seed=seed + 1, depth=0.5)
+        question = f"{sample.question} Answer with the number."
+        messages = [{"role": "user", "content": "\n\n".join(sample.documents) + "\n\n" + question}]
+        full = SpecKV(model, model, budget=NO_EVICTION).generate(messages, max_new_tokens=20)
+        budget = max(32, round(args.budget_ratio * full.prompt_tokens))
+        found = [
+            sample.answer
+            in SpecKV(model, model, budget=budget, lookahead=n)
+            .generate(messages, max_new_tokens=20)
+            .text
+            for n in lookaheads
+        ]
+        cells = " | ".join("found" if hit else "lost" for hit in found)
+        hit = "found" if sample.answer in full.text else "lost"
+        print(f"| {seed + 1} | {full.prompt_tokens} | {budget} | {hit} | {cells} |", flush=True)
+
+
 def machine() -> dict[str, object]:
     model = platform.processor()
     try:
@@ -194,9 +227,18 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0, help="start no item after this")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="JSON lines, one per item")
+    parser.add_argument("--sweep", action="store_true", help="lookahead sweep instead")
+    parser.add_argument("--sweep-model", default="smollm2-135m", help="target and draft")
+    parser.add_argument("--sweep-tokens", type=int, default=300)
+    parser.add_argument("--sweep-seeds", type=int, default=3)
+    parser.add_argument("--sweep-lookaheads", default="0,8,12,16,20,24")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
+    if args.sweep:
+        print(json.dumps({"machine": machine()}))
+        lookahead_sweep(args)
+        return
     if args.tiny:
         target, draft = build_tiny_model("qwen2"), build_tiny_model("qwen2", num_hidden_layers=2)
     else:
