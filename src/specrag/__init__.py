@@ -7,8 +7,8 @@ plain text that any LLM can read. See https://arxiv.org/abs/2506.08373 for the m
 from .bundles import BUNDLES, list_bundles, pull_bundle
 from .models import LoadedModel, build_tiny_model, load_model
 from .result import CompressedDocument, CompressionResult
-from .specpc import ScoredContext, SpecPC, SpecPCSettings
 from .speckv import SpecKV, SpecKVResult
+from .specpc import ScoredContext, SpecPC, SpecPCSettings
 
 __version__ = "0.1.0"
 
