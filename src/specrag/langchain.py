@@ -25,7 +25,6 @@ Compression figures are written to one metadata key, :data:`METADATA_KEY` (``"sp
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -59,20 +58,16 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
     ) from error
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
-    InstanceOf,
-    PrivateAttr,
-    ValidationError,
-    field_serializer,
     model_validator,
 )
 
+from ._adapters import SpecKVSource, SpecPCSource
 from .models import LoadedModel
 from .result import CompressedDocument, CompressionResult
-from .speckv import SpecKV, SpecKVResult, SpecKVSettings, validate_budget
-from .specpc import DEFAULT_DRAFT, SpecPC, SpecPCSettings
+from .speckv import SpecKVResult
+from .specpc import SpecPC
 
 __all__ = [
     "METADATA_KEY",
@@ -90,98 +85,7 @@ METADATA_KEY = "specrag"
 TRIMMED_PLACEHOLDER = "[trimmed]"
 """Default content of an older message whose text was trimmed away entirely."""
 
-_BUILD_LOCK = threading.Lock()  # one lazy SpecPC build at a time (loading a draft is slow)
-
-
-# ---------------------------------------------------------------------------- shared config
-class _DraftSource(BaseModel):
-    """Where the SpecPC comes from: a ready one, or a draft (+ settings) built once, lazily.
-
-    Lazily, because constructing a LangChain component should be cheap (configs are built
-    at import time, serialised, copied); loading a draft model is not.
-    """
-
-    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
-
-    draft: InstanceOf[LoadedModel] | str = Field(
-        DEFAULT_DRAFT,
-        description="Draft model: a LoadedModel, bundle name, local folder or hub id.",
-    )
-    compressor: InstanceOf[SpecPC] | None = Field(
-        None,
-        exclude=True,
-        description="A ready SpecPC to use instead of building one from draft/settings.",
-    )
-    settings: dict[str, Any] = Field(
-        default_factory=dict, description="SpecPCSettings fields passed to SpecPC (window, ...)."
-    )
-    device: str = Field("auto", description="Where to load draft when it is given by name.")
-    dtype: str = Field("auto", description="Weights dtype when draft is given by name.")
-    progress: bool = Field(
-        False, description="Show SpecPC's progress bar on inputs that need several draft passes."
-    )
-
-    _specpc: SpecPC | None = PrivateAttr(default=None)
-
-    @model_validator(mode="after")
-    def _check_source(self) -> _DraftSource:
-        if self.compressor is not None:
-            clashing = sorted({"draft", "settings", "device", "dtype"} & self.model_fields_set)
-            if clashing:
-                raise ValueError(
-                    f"compressor is a ready SpecPC, so {', '.join(clashing)} would be ignored; "
-                    "give either compressor or draft/settings, not both"
-                )
-        else:
-            # Fail at construction, not on the first query, and without loading a model.
-            # SpecPCSettings ignores unknown names, so a typo would otherwise pass silently.
-            unknown = sorted(set(self.settings) - set(SpecPCSettings.model_fields))
-            if unknown:
-                raise ValueError(
-                    f"unknown SpecPC settings {unknown}; known: {sorted(SpecPCSettings.model_fields)}"
-                )
-            try:
-                SpecPCSettings(**self.settings)
-            except ValidationError as error:
-                raise ValueError(f"invalid SpecPC settings: {error}") from None
-        return self
-
-    @field_serializer("draft")
-    def _draft_name(self, draft: LoadedModel | str) -> str:
-        # model_dump()/JSON must not try to serialise a network; the name identifies it.
-        return draft.name if isinstance(draft, LoadedModel) else draft
-
-    def __repr_args__(self) -> Any:
-        # A LoadedModel's repr prints the whole network; its name is what identifies it.
-        for name, value in super().__repr_args__():
-            yield name, (value.name if isinstance(value, LoadedModel) else value)
-
-    def _get_specpc(self) -> SpecPC:
-        """The SpecPC to use, built on first need and then reused."""
-        if self.compressor is not None:
-            return self.compressor
-        if self._specpc is None:
-            with _BUILD_LOCK:
-                if self._specpc is None:
-                    self._specpc = SpecPC(
-                        self.draft,
-                        device=self.device,
-                        dtype=self.dtype,
-                        progress=self.progress,
-                        **self.settings,
-                    )
-        return self._specpc
-
-    async def _aget_specpc(self) -> SpecPC:
-        """:meth:`_get_specpc` without blocking the event loop on a first model load."""
-        if self.compressor is not None:
-            return self.compressor
-        if self._specpc is not None:
-            return self._specpc
-        return await asyncio.to_thread(self._get_specpc)
-
-
-class _DocumentCompression(_DraftSource):
+class _DocumentCompression(SpecPCSource):
     """Fields and logic shared by the compressor and the transformer."""
 
     keep_ratio: float | None = Field(
@@ -205,7 +109,7 @@ class _DocumentCompression(_DraftSource):
         return self
 
     def _compress(self, documents: list[Document], query: str) -> list[Document]:
-        result = self._get_specpc().compress(
+        result = self.get_specpc().compress(
             [document.page_content for document in documents],
             query,
             self.instruction,
@@ -215,7 +119,7 @@ class _DocumentCompression(_DraftSource):
         return self._wrap(documents, result)
 
     async def _acompress(self, documents: list[Document], query: str) -> list[Document]:
-        specpc = await self._aget_specpc()
+        specpc = await self.aget_specpc()
         result = await specpc.acompress(
             [document.page_content for document in documents],
             query,
@@ -652,7 +556,7 @@ def _is_empty(content: Any) -> bool:
 
 
 class SpecPCMessageTrimmer(
-    RunnableSerializable[Sequence[BaseMessage] | PromptValue, list[BaseMessage]], _DraftSource
+    RunnableSerializable[Sequence[BaseMessage] | PromptValue, list[BaseMessage]], SpecPCSource
 ):
     """:func:`trim_messages_with_specpc` as a Runnable, to put before a chat model in LCEL.
 
@@ -674,7 +578,7 @@ class SpecPCMessageTrimmer(
     def _trim(self, messages: Sequence[BaseMessage] | PromptValue) -> list[BaseMessage]:
         return trim_messages_with_specpc(
             _check_messages(messages),
-            compressor=self._get_specpc(),
+            compressor=self.get_specpc(),
             max_tokens=self.max_tokens,
             query=self.query,
             placeholder=self.placeholder,
@@ -742,7 +646,7 @@ def _speckv_turns(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
     return turns
 
 
-class ChatSpecKV(BaseChatModel):
+class ChatSpecKV(SpecKVSource, BaseChatModel):
     """A local Hugging Face chat model whose KV cache stays within a budget (SpecKV).
 
     A small draft model writes an approximate answer; the target's own attention from that
@@ -788,21 +692,6 @@ class ChatSpecKV(BaseChatModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
-    target: InstanceOf[LoadedModel] | str | None = Field(
-        None, description="Target model: a LoadedModel, bundle name, local folder or hub id."
-    )
-    draft: InstanceOf[LoadedModel] | str | None = Field(
-        None, description="Draft model; None evicts from the prompt's last tokens only."
-    )
-    engine: InstanceOf[SpecKV] | None = Field(
-        None, exclude=True, description="A ready SpecKV instead of target/draft/budget/settings."
-    )
-    budget: int | None = Field(None, description="Cache entries kept per layer after prefill.")
-    settings: dict[str, Any] = Field(
-        default_factory=dict, description="SpecKVSettings fields (window, rescore_every, ...)."
-    )
-    device: str = Field("auto", description="Where to load models given by name.")
-    dtype: str = Field("auto", description="Weights dtype for models given by name.")
     max_tokens: int = Field(256, gt=0, description="Most new tokens per answer.")
     temperature: float = Field(0.0, ge=0.0, description="0 = greedy; > 0 samples.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus cut when sampling.")
@@ -810,40 +699,6 @@ class ChatSpecKV(BaseChatModel):
     seed: int | None = Field(None, description="Seed of each call's private generator.")
     stop: list[str] | None = Field(None, description="Default stop strings.")
     streaming: bool = Field(False, description="Stream internally on invoke.")
-
-    _engine: SpecKV | None = PrivateAttr(default=None)
-
-    @model_validator(mode="after")
-    def _check_source(self) -> ChatSpecKV:
-        if self.engine is not None:
-            clashing = sorted(
-                {"target", "draft", "budget", "settings", "device", "dtype"} & self.model_fields_set
-            )
-            if clashing:
-                raise ValueError(
-                    f"engine is a ready SpecKV, so {', '.join(clashing)} would be ignored; give "
-                    "either engine or target/draft/budget/settings, not both"
-                )
-            return self
-        if self.target is None:
-            raise ValueError("ChatSpecKV needs a target model (or a ready engine)")
-        if self.budget is None:
-            raise ValueError("ChatSpecKV needs a budget (cache entries per layer) or an engine")
-        try:
-            settings = SpecKVSettings(**self.settings)
-        except ValidationError as error:
-            raise ValueError(f"invalid SpecKV settings: {error}") from None
-        validate_budget(self.budget, settings)
-        return self
-
-    @field_serializer("target", "draft")
-    def _model_name(self, model: LoadedModel | str | None) -> str | None:
-        # model_dump()/JSON must not try to serialise a network; the name identifies it.
-        return model.name if isinstance(model, LoadedModel) else model
-
-    def __repr_args__(self) -> Any:
-        for name, value in super().__repr_args__():
-            yield name, (value.name if isinstance(value, LoadedModel) else value)
 
     # ------------------------------------------------------------------ LangChain hooks
     @property
@@ -853,9 +708,7 @@ class ChatSpecKV(BaseChatModel):
     @property
     def model_name(self) -> str:
         """Name of the target model (what traces report)."""
-        if self.engine is not None:
-            return self.engine.target.name
-        return self.target.name if isinstance(self.target, LoadedModel) else str(self.target)
+        return self.target_name
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
@@ -893,7 +746,7 @@ class ChatSpecKV(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         options = self._options(stop, kwargs)
-        result = self._get_engine().generate(_speckv_turns(messages), **options)
+        result = self.get_engine().generate(_speckv_turns(messages), **options)
         return self._chat_result(result)
 
     async def _agenerate(
@@ -905,7 +758,7 @@ class ChatSpecKV(BaseChatModel):
     ) -> ChatResult:
         options = self._options(stop, kwargs)
         turns = _speckv_turns(messages)
-        engine = await self._aget_engine()
+        engine = await self.aget_engine()
         return self._chat_result(await engine.agenerate(turns, **options))
 
     def _stream(
@@ -916,7 +769,7 @@ class ChatSpecKV(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         options = self._options(stop, kwargs)
-        stream = self._get_engine().stream(_speckv_turns(messages), **options)
+        stream = self.get_engine().stream(_speckv_turns(messages), **options)
         try:
             for delta in stream:
                 chunk = ChatGenerationChunk(message=AIMessageChunk(content=delta))
@@ -936,7 +789,7 @@ class ChatSpecKV(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         options = self._options(stop, kwargs)
         turns = _speckv_turns(messages)
-        engine = await self._aget_engine()
+        engine = await self.aget_engine()
         stream = engine.astream(turns, **options)
         try:
             async for delta in stream:
@@ -949,32 +802,6 @@ class ChatSpecKV(BaseChatModel):
         yield self._last_chunk(stream.result)
 
     # ------------------------------------------------------------------ helpers
-    def _get_engine(self) -> SpecKV:
-        """The SpecKV to use, built on first need and then reused."""
-        if self.engine is not None:
-            return self.engine
-        if self._engine is None:
-            with _BUILD_LOCK:
-                if self._engine is None:
-                    assert self.target is not None and self.budget is not None
-                    self._engine = SpecKV(
-                        self.target,
-                        self.draft,
-                        budget=self.budget,
-                        device=self.device,
-                        dtype=self.dtype,
-                        **self.settings,
-                    )
-        return self._engine
-
-    async def _aget_engine(self) -> SpecKV:
-        """:meth:`_get_engine` without blocking the event loop on a first model load."""
-        if self.engine is not None:
-            return self.engine
-        if self._engine is not None:
-            return self._engine
-        return await asyncio.to_thread(self._get_engine)
-
     def _options(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Engine keyword arguments: instance defaults, per-call overrides, stop strings."""
         unknown = sorted(set(kwargs) - set(_CALL_OPTIONS))

@@ -21,8 +21,6 @@ figures never eat the tokens the compression saved.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,27 +50,22 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 from pydantic import (
     ConfigDict,
     Field,
-    InstanceOf,
-    PrivateAttr,
-    ValidationError,
-    field_serializer,
     model_validator,
 )
 
+from ._adapters import SpecKVSource, SpecPCSource
 from .models import LoadedModel
 from .result import CompressedDocument, CompressionResult
-from .speckv import SpecKV, SpecKVResult, SpecKVSettings, validate_budget
-from .specpc import DEFAULT_DRAFT, SpecPC, SpecPCSettings
+from .speckv import SpecKVResult
 
 __all__ = ["METADATA_KEY", "SpecKVLLM", "SpecPCPostprocessor"]
 
 METADATA_KEY = "specrag"
 """Metadata key under which compression figures are stored on returned nodes."""
 
-_BUILD_LOCK = threading.Lock()  # one lazy SpecPC build at a time (loading a draft is slow)
 
 
-class SpecPCPostprocessor(BaseNodePostprocessor):
+class SpecPCPostprocessor(SpecPCSource, BaseNodePostprocessor):
     """Compress retrieved nodes to what a small draft model attends to for the query.
 
     All text nodes of one call share one budget, so the draft spends it on the nodes that
@@ -110,75 +103,28 @@ class SpecPCPostprocessor(BaseNodePostprocessor):
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
-    draft: InstanceOf[LoadedModel] | str = Field(
-        DEFAULT_DRAFT,
-        description="Draft model: a LoadedModel, bundle name, local folder or hub id.",
-    )
-    compressor: InstanceOf[SpecPC] | None = Field(
-        None,
-        exclude=True,
-        description="A ready SpecPC to use instead of building one from draft/settings.",
-    )
     keep_ratio: float | None = Field(
         None, gt=0.0, le=1.0, description="Share of draft tokens kept across all nodes."
     )
     max_tokens: int | None = Field(
         None, ge=0, description="Draft tokens kept across all nodes (instead of keep_ratio)."
     )
-    settings: dict[str, Any] = Field(
-        default_factory=dict, description="SpecPCSettings fields passed to SpecPC (window, ...)."
-    )
     instruction: str | None = Field(
         None, description="Task instruction the draft reads before the nodes (never cut)."
-    )
-    device: str = Field("auto", description="Where to load draft when it is given by name.")
-    dtype: str = Field("auto", description="Weights dtype when draft is given by name.")
-    progress: bool = Field(
-        False, description="Show SpecPC's progress bar on inputs that need several draft passes."
     )
     drop_empty: bool = Field(True, description="Leave out nodes of which nothing was kept.")
     set_score: bool = Field(False, description="Set each node's score to the draft's relevance.")
 
-    _specpc: SpecPC | None = PrivateAttr(default=None)
 
     @classmethod
     def class_name(cls) -> str:
         return "SpecPCPostprocessor"
 
     @model_validator(mode="after")
-    def _check_fields(self) -> SpecPCPostprocessor:
+    def _check_budget(self) -> SpecPCPostprocessor:
         if self.keep_ratio is not None and self.max_tokens is not None:
             raise ValueError("give keep_ratio or max_tokens, not both")
-        if self.compressor is not None:
-            clashing = sorted({"draft", "settings", "device", "dtype"} & self.model_fields_set)
-            if clashing:
-                raise ValueError(
-                    f"compressor is a ready SpecPC, so {', '.join(clashing)} would be ignored; "
-                    "give either compressor or draft/settings, not both"
-                )
-            return self
-        # Fail at construction, not on the first query, and without loading a model.
-        # SpecPCSettings ignores unknown names, so a typo would otherwise pass silently.
-        unknown = sorted(set(self.settings) - set(SpecPCSettings.model_fields))
-        if unknown:
-            raise ValueError(
-                f"unknown SpecPC settings {unknown}; known: {sorted(SpecPCSettings.model_fields)}"
-            )
-        try:
-            SpecPCSettings(**self.settings)
-        except ValidationError as error:
-            raise ValueError(f"invalid SpecPC settings: {error}") from None
         return self
-
-    @field_serializer("draft")
-    def _draft_name(self, draft: LoadedModel | str) -> str:
-        # to_dict()/to_json() must not try to serialise a network; the name identifies it.
-        return draft.name if isinstance(draft, LoadedModel) else draft
-
-    def __repr_args__(self) -> Any:
-        # A LoadedModel's repr prints the whole network; its name is what identifies it.
-        for name, value in super().__repr_args__():
-            yield name, (value.name if isinstance(value, LoadedModel) else value)
 
     # ------------------------------------------------------------------ postprocessing
     def _postprocess_nodes(
@@ -199,7 +145,7 @@ class SpecPCPostprocessor(BaseNodePostprocessor):
         text_positions = _text_positions(nodes)
         if not text_positions:
             return list(nodes)
-        result = self._get_specpc().compress(
+        result = self.get_specpc().compress(
             [nodes[position].node.text for position in text_positions],
             query,
             self.instruction,
@@ -218,7 +164,7 @@ class SpecPCPostprocessor(BaseNodePostprocessor):
         text_positions = _text_positions(nodes)
         if not text_positions:
             return list(nodes)
-        specpc = self.compressor or self._specpc or await asyncio.to_thread(self._get_specpc)
+        specpc = await self.aget_specpc()
         result = await specpc.acompress(
             [nodes[position].node.text for position in text_positions],
             query,
@@ -229,22 +175,6 @@ class SpecPCPostprocessor(BaseNodePostprocessor):
         return self._wrap(nodes, text_positions, result)
 
     # ------------------------------------------------------------------ helpers
-    def _get_specpc(self) -> SpecPC:
-        """The SpecPC to use, built on first need and then reused."""
-        if self.compressor is not None:
-            return self.compressor
-        if self._specpc is None:
-            with _BUILD_LOCK:
-                if self._specpc is None:
-                    self._specpc = SpecPC(
-                        self.draft,
-                        device=self.device,
-                        dtype=self.dtype,
-                        progress=self.progress,
-                        **self.settings,
-                    )
-        return self._specpc
-
     def _wrap(
         self, nodes: list[NodeWithScore], text_positions: list[int], result: CompressionResult
     ) -> list[NodeWithScore]:
@@ -338,7 +268,7 @@ def _speckv_turns(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
     return turns
 
 
-class SpecKVLLM(CustomLLM):
+class SpecKVLLM(SpecKVSource, CustomLLM):
     """A local Hugging Face LLM whose KV cache stays within a budget (SpecKV), for LlamaIndex.
 
     Works as ``Settings.llm`` and in query engines (``index.as_query_engine(llm=...)``):
@@ -375,21 +305,6 @@ class SpecKVLLM(CustomLLM):
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
-    target: InstanceOf[LoadedModel] | str | None = Field(
-        None, description="Target model: a LoadedModel, bundle name, local folder or hub id."
-    )
-    draft: InstanceOf[LoadedModel] | str | None = Field(
-        None, description="Draft model; None evicts from the prompt's last tokens only."
-    )
-    engine: InstanceOf[SpecKV] | None = Field(
-        None, exclude=True, description="A ready SpecKV instead of target/draft/budget/settings."
-    )
-    budget: int | None = Field(None, description="Cache entries kept per layer after prefill.")
-    settings: dict[str, Any] = Field(
-        default_factory=dict, description="SpecKVSettings fields (window, rescore_every, ...)."
-    )
-    device: str = Field("auto", description="Where to load models given by name.")
-    dtype: str = Field("auto", description="Weights dtype for models given by name.")
     max_new_tokens: int = Field(256, gt=0, description="Most new tokens per answer.")
     temperature: float = Field(0.0, ge=0.0, description="0 = greedy; > 0 samples.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus cut when sampling.")
@@ -400,43 +315,10 @@ class SpecKVLLM(CustomLLM):
         None, gt=0, description="Reported context window; default the target's position limit."
     )
 
-    _engine: SpecKV | None = PrivateAttr(default=None)
 
     @classmethod
     def class_name(cls) -> str:
         return "SpecKVLLM"
-
-    @model_validator(mode="after")
-    def _check_source(self) -> SpecKVLLM:
-        if self.engine is not None:
-            clashing = sorted(
-                {"target", "draft", "budget", "settings", "device", "dtype"} & self.model_fields_set
-            )
-            if clashing:
-                raise ValueError(
-                    f"engine is a ready SpecKV, so {', '.join(clashing)} would be ignored; give "
-                    "either engine or target/draft/budget/settings, not both"
-                )
-            return self
-        if self.target is None:
-            raise ValueError("SpecKVLLM needs a target model (or a ready engine)")
-        if self.budget is None:
-            raise ValueError("SpecKVLLM needs a budget (cache entries per layer) or an engine")
-        try:
-            settings = SpecKVSettings(**self.settings)
-        except ValidationError as error:
-            raise ValueError(f"invalid SpecKV settings: {error}") from None
-        validate_budget(self.budget, settings)
-        return self
-
-    @field_serializer("target", "draft")
-    def _model_name(self, model: LoadedModel | str | None) -> str | None:
-        # to_dict()/to_json() must not try to serialise a network; the name identifies it.
-        return model.name if isinstance(model, LoadedModel) else model
-
-    def __repr_args__(self) -> Any:
-        for name, value in super().__repr_args__():
-            yield name, (value.name if isinstance(value, LoadedModel) else value)
 
     # ------------------------------------------------------------------ LLM interface
     @property
@@ -447,14 +329,14 @@ class SpecKVLLM(CustomLLM):
             num_output=self.max_new_tokens,
             is_chat_model=True,
             is_function_calling_model=False,
-            model_name=self._target_name(),
+            model_name=self.target_name,
         )
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         """Complete raw text (``completion_to_prompt`` applied unless ``formatted``)."""
         options = self._options(kwargs)
-        result = self._get_engine().generate(self._completion_prompt(prompt, formatted), **options)
+        result = self.get_engine().generate(self._completion_prompt(prompt, formatted), **options)
         return CompletionResponse(text=result.text, **self._extras(result))
 
     @llm_completion_callback()
@@ -463,7 +345,7 @@ class SpecKVLLM(CustomLLM):
     ) -> CompletionResponseGen:
         """:meth:`complete` as growing responses; ``delta`` holds each new piece."""
         options = self._options(kwargs)
-        stream = self._get_engine().stream(self._completion_prompt(prompt, formatted), **options)
+        stream = self.get_engine().stream(self._completion_prompt(prompt, formatted), **options)
 
         def responses() -> CompletionResponseGen:
             text = ""
@@ -481,14 +363,14 @@ class SpecKVLLM(CustomLLM):
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Answer chat messages, rendered with the target tokenizer's chat template."""
         options = self._options(kwargs)
-        result = self._get_engine().generate(_speckv_turns(messages), **options)
+        result = self.get_engine().generate(_speckv_turns(messages), **options)
         return ChatResponse(message=_assistant(result.text), **self._extras(result))
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         """:meth:`chat` as growing responses; ``delta`` holds each new piece."""
         options = self._options(kwargs)
-        stream = self._get_engine().stream(_speckv_turns(messages), **options)
+        stream = self.get_engine().stream(_speckv_turns(messages), **options)
 
         def responses() -> ChatResponseGen:
             text = ""
@@ -508,7 +390,7 @@ class SpecKVLLM(CustomLLM):
     ) -> CompletionResponse:
         """:meth:`complete` in a worker thread."""
         options = self._options(kwargs)
-        engine = await self._aget_engine()
+        engine = await self.aget_engine()
         result = await engine.agenerate(self._completion_prompt(prompt, formatted), **options)
         return CompletionResponse(text=result.text, **self._extras(result))
 
@@ -518,7 +400,7 @@ class SpecKVLLM(CustomLLM):
     ) -> CompletionResponseAsyncGen:
         """:meth:`stream_complete` with generation in a worker thread."""
         options = self._options(kwargs)
-        engine = await self._aget_engine()
+        engine = await self.aget_engine()
         stream = engine.astream(self._completion_prompt(prompt, formatted), **options)
 
         async def responses() -> CompletionResponseAsyncGen:
@@ -538,7 +420,7 @@ class SpecKVLLM(CustomLLM):
         """:meth:`chat` in a worker thread."""
         options = self._options(kwargs)
         turns = _speckv_turns(messages)
-        engine = await self._aget_engine()
+        engine = await self.aget_engine()
         result = await engine.agenerate(turns, **options)
         return ChatResponse(message=_assistant(result.text), **self._extras(result))
 
@@ -549,7 +431,7 @@ class SpecKVLLM(CustomLLM):
         """:meth:`stream_chat` with generation in a worker thread."""
         options = self._options(kwargs)
         turns = _speckv_turns(messages)
-        engine = await self._aget_engine()
+        engine = await self.aget_engine()
         stream = engine.astream(turns, **options)
 
         async def responses() -> ChatResponseAsyncGen:
@@ -565,43 +447,12 @@ class SpecKVLLM(CustomLLM):
         return responses()
 
     # ------------------------------------------------------------------ helpers
-    def _get_engine(self) -> SpecKV:
-        """The SpecKV to use, built on first need and then reused."""
-        if self.engine is not None:
-            return self.engine
-        if self._engine is None:
-            with _BUILD_LOCK:
-                if self._engine is None:
-                    assert self.target is not None and self.budget is not None
-                    self._engine = SpecKV(
-                        self.target,
-                        self.draft,
-                        budget=self.budget,
-                        device=self.device,
-                        dtype=self.dtype,
-                        **self.settings,
-                    )
-        return self._engine
-
-    async def _aget_engine(self) -> SpecKV:
-        """:meth:`_get_engine` without blocking the event loop on a first model load."""
-        if self.engine is not None:
-            return self.engine
-        if self._engine is not None:
-            return self._engine
-        return await asyncio.to_thread(self._get_engine)
-
-    def _target_name(self) -> str:
-        if self.engine is not None:
-            return self.engine.target.name
-        return self.target.name if isinstance(self.target, LoadedModel) else str(self.target)
-
     def _context_window(self) -> int:
         if self.context_window is not None:
             return self.context_window
         loaded = self.engine.target if self.engine is not None else self.target
         if not isinstance(loaded, LoadedModel):
-            loaded = self._get_engine().target  # given by name: load it to know
+            loaded = self.get_engine().target  # given by name: load it to know
         return loaded.max_positions or _FALLBACK_CONTEXT_WINDOW
 
     def _completion_prompt(self, prompt: str, formatted: bool) -> str:

@@ -260,11 +260,11 @@ def test_construction_is_lazy_and_validated(draft, pc: SpecPC) -> None:
         SpecPCCompressor(draft=draft, keep_ratio=0.5, max_tokens=10)
     with pytest.raises(ValueError, match="keep_ratio"):
         SpecPCCompressor(draft=draft, keep_ratio=1.5)
-    with pytest.raises(ValueError, match="unknown SpecPC settings"):
+    with pytest.raises(ValueError, match="invalid SpecPC settings(.|\n)*windo"):
         SpecPCCompressor(draft=draft, settings={"windo": 8})
     with pytest.raises(ValueError, match="invalid SpecPC settings"):
         SpecPCCompressor(draft=draft, settings={"window": 0})
-    with pytest.raises(ValueError, match="compressor is a ready SpecPC"):
+    with pytest.raises(ValueError, match="compressor is ready-made"):
         SpecPCCompressor(compressor=pc, settings={"window": 8})
     with pytest.raises(ValueError, match="keep_ration"):
         SpecPCCompressor(draft=draft, keep_ration=0.5)  # type: ignore[call-arg]

@@ -267,9 +267,9 @@ def test_construction_is_lazy_and_validated(draft, pc: SpecPC) -> None:
     assert lazy.postprocess_nodes([], query_str=QUERY) == []
     with pytest.raises(ValueError, match="not both"):
         SpecPCPostprocessor(draft=draft, keep_ratio=0.5, max_tokens=10)
-    with pytest.raises(ValueError, match="unknown SpecPC settings"):
+    with pytest.raises(ValueError, match="invalid SpecPC settings(.|\n)*windo"):
         SpecPCPostprocessor(draft=draft, settings={"windo": 8})
-    with pytest.raises(ValueError, match="compressor is a ready SpecPC"):
+    with pytest.raises(ValueError, match="compressor is ready-made"):
         SpecPCPostprocessor(compressor=pc, draft=draft)
     with pytest.raises(ValueError, match="set_scor"):
         SpecPCPostprocessor(draft=draft, set_scor=True)  # type: ignore[call-arg]
