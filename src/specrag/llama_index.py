@@ -38,7 +38,10 @@ try:
         TextBlock,
     )
     from llama_index.core.llms import CustomLLM
-    from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+    from llama_index.core.llms.callbacks import (
+        llm_chat_callback,
+        llm_completion_callback,
+    )
     from llama_index.core.postprocessor.types import BaseNodePostprocessor
     from llama_index.core.schema import ImageNode, NodeWithScore, QueryBundle, TextNode
 except ImportError as error:  # pragma: no cover - exercised only without the extra
