@@ -43,7 +43,10 @@ def accuracy_vs_budget(
         if name in ("full", "kv_full"):
             axes.axhline(means[0], color="black", linestyle="--", label=f"{name} (N={len(points[budgets[0]])})")
             continue
-        errors = [[m - lo for m, (lo, _) in zip(means, bounds)], [hi - m for m, (_, hi) in zip(means, bounds)]]
+        errors = [
+            [max(0.0, m - lo) for m, (lo, _) in zip(means, bounds)],
+            [max(0.0, hi - m) for m, (_, hi) in zip(means, bounds)],
+        ]
         axes.errorbar(budgets, means, yerr=errors, marker="o", capsize=3, label=name)
     axes.set_xlabel("kept fraction of context (target tokens)")
     axes.set_ylabel(metric)

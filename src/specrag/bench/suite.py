@@ -34,14 +34,16 @@ def resolve_methods(text: str) -> list[str]:
     return shortcuts.get(text.strip(), None) or parse_list(text)
 
 
-def report_tables(paths: Sequence[Path], budgets: Sequence[float], img_dir: Path | None = None) -> str:
+def report_tables(
+    paths: Sequence[Path], budgets: Sequence[float], img_dir: Path | None = None, stem: str = "bench"
+) -> str:
     """Tables and plots over several result files (the committed report is built with this).
 
     Rows are not restricted to common items here: runs of different sizes share prefixes of
     the same item list (items are prefix-stable), and each row states its own N.
     """
     records = [r for path in paths for r in load_records(Path(path)).values()]
-    return summarise(records, budgets, img_dir, stem="bench", paired=False)
+    return summarise(records, budgets, img_dir, stem=stem, paired=False)
 
 
 def summarise(
