@@ -17,7 +17,6 @@ from specrag import load_model
 from specrag.demo import (
     DEFAULT_ANSWERER,
     DEFAULT_INSTRUCTION,
-    Answerer,
     Corpus,
     Passage,
     embed,
@@ -27,7 +26,6 @@ from specrag.specpc import DEFAULT_DRAFT
 
 __all__ = [
     "DEFAULT_INSTRUCTION",
-    "Answerer",
     "Corpus",
     "Passage",
     "Question",
@@ -55,6 +53,13 @@ def parse_args(
         )
         parser.add_argument("--no-answer", action="store_true", help="stop after compression")
         parser.add_argument("--max-new-tokens", type=int, default=64, help="longest answer")
+        parser.add_argument(
+            "--kv-budget",
+            type=int,
+            default=512,
+            help="SpecKV cache entries per layer for the answering model (prompts longer than "
+            "this are evicted, guided by the draft's answer)",
+        )
     return parser.parse_args(argv)
 
 

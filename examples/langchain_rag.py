@@ -17,7 +17,6 @@ from collections.abc import Sequence
 
 from _common import (
     DEFAULT_INSTRUCTION,
-    Answerer,
     Passage,
     load_corpus,
     minilm_vectors,
@@ -29,19 +28,16 @@ from _common import (
 from langchain_classic.retrievers import ContextualCompressionRetriever
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
-from langchain_core.messages import AIMessage
 from langchain_core.output_parsers import StrOutputParser
-from langchain_core.prompt_values import PromptValue
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import (
-    Runnable,
     RunnableLambda,
     RunnableParallel,
     RunnablePassthrough,
 )
 from langchain_core.vectorstores import InMemoryVectorStore
 
-from specrag.langchain import METADATA_KEY, SpecPCCompressor
+from specrag.langchain import METADATA_KEY, ChatSpecKV, SpecPCCompressor
 
 
 class MiniLMEmbeddings(Embeddings):
@@ -58,25 +54,9 @@ class MiniLMEmbeddings(Embeddings):
         return minilm_vectors([text])[0]
 
 
-_ROLES = {"system": "system", "human": "user", "ai": "assistant"}
-
 PROMPT = ChatPromptTemplate.from_messages(
     [("system", DEFAULT_INSTRUCTION), ("human", "Documents:\n\n{context}\n\nQuestion: {question}")]
 )
-
-
-def transformers_chat(answerer: Answerer) -> Runnable[PromptValue, AIMessage]:
-    """A local transformers model as an LCEL step: chat prompt in, ``AIMessage`` out.
-
-    Small on purpose: it stands where any chat model would (a hosted one, or specrag's
-    SpecKV chat model), which is the point: SpecPC does not care who answers.
-    """
-
-    def reply(prompt: PromptValue) -> AIMessage:
-        messages = [{"role": _ROLES[m.type], "content": m.text} for m in prompt.to_messages()]
-        return AIMessage(answerer.chat(messages))
-
-    return RunnableLambda(reply, name=f"transformers[{answerer.name}]")
 
 
 def format_docs(documents: Sequence[Document]) -> str:
@@ -111,7 +91,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.no_answer:
         documents = compressing.invoke(question.text)
     else:
-        llm = transformers_chat(Answerer(args.llm, max_new_tokens=args.max_new_tokens))
+        # The answering model: SpecKV over the target, its cache kept within --kv-budget
+        # entries, guided by the same small draft that compressed the documents.
+        llm = ChatSpecKV(
+            target=args.llm, draft=args.draft, budget=args.kv_budget, max_tokens=args.max_new_tokens
+        )
         answer_chain = (
             RunnableLambda(lambda x: {"context": format_docs(x["docs"]), "question": x["question"]})
             | PROMPT

@@ -14,10 +14,8 @@ models from specrag's offline bundles.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from _common import (
-    Answerer,
     Passage,
     load_corpus,
     minilm_vectors,
@@ -28,18 +26,9 @@ from _common import (
 )
 from llama_index.core import VectorStoreIndex
 from llama_index.core.base.embeddings.base import BaseEmbedding
-from llama_index.core.llms import (
-    CompletionResponse,
-    CompletionResponseGen,
-    CustomLLM,
-    LLMMetadata,
-)
-from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.schema import TextNode
-from pydantic import Field, PrivateAttr
 
-from specrag.demo import DEFAULT_ANSWERER
-from specrag.llama_index import METADATA_KEY, SpecPCPostprocessor
+from specrag.llama_index import METADATA_KEY, SpecKVLLM, SpecPCPostprocessor
 
 
 class MiniLMEmbedding(BaseEmbedding):
@@ -62,49 +51,6 @@ class MiniLMEmbedding(BaseEmbedding):
 
     def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
         return minilm_vectors(texts)
-
-
-class TransformersLLM(CustomLLM):
-    """A local transformers model as a LlamaIndex LLM, loaded on its first completion.
-
-    Lazy so that building a query engine stays cheap (llama-index reads ``metadata`` at
-    construction; only a completion needs the weights). It stands where any LLM would,
-    specrag's SpecKV one included: SpecPC does not care who answers.
-    """
-
-    model_name: str = Field(DEFAULT_ANSWERER, description="Bundle name, local folder or hub id.")
-    max_new_tokens: int = Field(64, ge=1)
-    context_window: int = Field(4096, description="What the prompt helper may fill.")
-
-    _answerer: Answerer | None = PrivateAttr(default=None)
-
-    @property
-    def metadata(self) -> LLMMetadata:
-        return LLMMetadata(
-            context_window=self.context_window,
-            num_output=self.max_new_tokens,
-            model_name=self.model_name,
-        )
-
-    def _reply(self, prompt: str) -> str:
-        if self._answerer is None:
-            self._answerer = Answerer(self.model_name, max_new_tokens=self.max_new_tokens)
-        return self._answerer.answer(prompt)
-
-    @llm_completion_callback()
-    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        return CompletionResponse(text=self._reply(prompt))
-
-    @llm_completion_callback()
-    def stream_complete(
-        self, prompt: str, formatted: bool = False, **kwargs: Any
-    ) -> CompletionResponseGen:
-        text = self._reply(prompt)  # greedy and short: one chunk is honest enough
-
-        def chunks() -> CompletionResponseGen:
-            yield CompletionResponse(text=text, delta=text)
-
-        return chunks()
 
 
 def build_index(passages: Sequence[Passage]) -> VectorStoreIndex:
@@ -133,7 +79,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         engine = index.as_query_engine(
             similarity_top_k=args.top_k,
             node_postprocessors=[specpc],
-            llm=TransformersLLM(model_name=args.llm, max_new_tokens=args.max_new_tokens),
+            # SpecKV over the target, cache kept within --kv-budget entries per layer.
+            llm=SpecKVLLM(
+                target=args.llm,
+                draft=args.draft,
+                budget=args.kv_budget,
+                max_new_tokens=args.max_new_tokens,
+            ),
         )
         response = engine.query(question.text)
         source_nodes, answer = response.source_nodes, str(response).strip()
