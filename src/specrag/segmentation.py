@@ -160,3 +160,26 @@ def _is_word_start(text: str, position: int) -> bool:
         return True
     before, char = text[position - 1], text[position]
     return before.isspace() or is_unspaced_char(char) or is_unspaced_char(before)
+
+
+def merge_spans(text: str, pieces: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Merge sorted character spans with only whitespace between them; trim each one's ends.
+
+    Kept word units become the spans a reader sees: neighbouring units join into one
+    verbatim piece, and no piece starts or ends in whitespace (the separator supplies it).
+    """
+    merged: list[list[int]] = []
+    for start, end in pieces:
+        if merged and not text[merged[-1][1] : start].strip():
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    spans = []
+    for start, end in merged:
+        while start < end and text[start].isspace():
+            start += 1
+        while end > start and text[end - 1].isspace():
+            end -= 1
+        if end > start:
+            spans.append((start, end))
+    return spans

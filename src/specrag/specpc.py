@@ -29,8 +29,14 @@ from tqdm.auto import tqdm
 from .attention import AttentionCapture, capture_attention, enable_capture
 from .models import LoadedModel, load_model
 from .result import CompressedDocument, CompressionResult
-from .scoring import centred_max_pool, fill_budget, rank_units, resolve_budget, validate_keep_ratio
-from .segmentation import DocumentTokens, tokenize_document
+from .scoring import (
+    centred_max_pool,
+    fill_budget,
+    rank_units,
+    resolve_budget,
+    validate_keep_ratio,
+)
+from .segmentation import DocumentTokens, merge_spans, tokenize_document
 
 DEFAULT_DRAFT = "smollm2-135m"
 _FALLBACK_MAX_TOKENS = 8192  # when a config states no position limit
@@ -526,7 +532,7 @@ def _build_document(
     for unit, tokens in partial.items():
         pieces.append((int(doc.unit_char_starts[unit]), doc.unit_char_end(unit, tokens)))
         kept_tokens += tokens
-    spans = _merge_and_strip(original, sorted(pieces))
+    spans = merge_spans(original, sorted(pieces))
     return CompressedDocument(
         index=index,
         original=original,
@@ -536,25 +542,6 @@ def _build_document(
         kept_tokens=kept_tokens,
         relevance=float(raw_scores.max()) if raw_scores.size else 0.0,
     )
-
-
-def _merge_and_strip(text: str, pieces: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Merge touching spans (only whitespace between them) and trim whitespace at the ends."""
-    merged: list[list[int]] = []
-    for start, end in pieces:
-        if merged and not text[merged[-1][1] : start].strip():
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
-    spans = []
-    for start, end in merged:
-        while start < end and text[start].isspace():
-            start += 1
-        while end > start and text[end - 1].isspace():
-            end -= 1
-        if end > start:
-            spans.append((start, end))
-    return spans
 
 
 def _validate_documents(documents: object) -> list[str]:

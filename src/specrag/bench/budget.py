@@ -20,7 +20,7 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from ..scoring import fill_budget, rank_units, resolve_budget
-from ..segmentation import DocumentTokens, tokenize_document
+from ..segmentation import DocumentTokens, merge_spans, tokenize_document
 
 SEPARATOR = " … "
 """Joins kept spans inside a document (the same default as SpecPC)."""
@@ -112,28 +112,8 @@ def select(units: Units, keys: Sequence[Sequence[np.ndarray]], ratio: float) -> 
 
 def _spans(units: Units, index: int, kept: list[int]) -> list[tuple[int, int]]:
     """Runs of consecutive kept units as character spans, merged over whitespace, trimmed."""
-    if not kept:
-        return []
-    text = units.documents[index]
     starts, ends = units.unit_bounds(index)
-    merged: list[list[int]] = []
-    previous = -2
-    for unit in kept:
-        start, end = int(starts[unit]), int(ends[unit])
-        if merged and (unit == previous + 1 or not text[merged[-1][1] : start].strip()):
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
-        previous = unit
-    out = []
-    for start, end in merged:
-        while start < end and text[start].isspace():
-            start += 1
-        while end > start and text[end - 1].isspace():
-            end -= 1
-        if end > start:
-            out.append((start, end))
-    return out
+    return merge_spans(units.documents[index], [(int(starts[u]), int(ends[u])) for u in kept])
 
 
 def token_scores_to_units(
