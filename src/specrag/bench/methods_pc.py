@@ -191,14 +191,10 @@ class DraftAttention:
     def score(self, item: BenchItem, units: Units) -> Keys:
         pc = self.pc
         settings = pc.settings
-        tokenized = [
-            tokenize_document(pc.draft.tokenizer, text, settings.max_unit_tokens) if text.strip() else None
-            for text in units.documents
-        ]
-        total = sum(doc.num_tokens for doc in tokenized if doc is not None)
-        # SpecPC's scorer (a private method: the public API returns text, not scores, and the
-        # benchmark must budget in the target's tokens, which SpecPC does not know about).
-        raw_scores, _ = pc._score(tokenized, item.question, None, max(total, 1), total)
+        # One draft pass through SpecPC's public scorer; selection happens here instead,
+        # because the benchmark budgets in the *target's* tokens, which SpecPC does not know.
+        scored = pc.score(list(units.documents), item.question)
+        tokenized, raw_scores = scored.tokenized, scored.scores
         keys: Keys = [[], [], []]
         for index, doc in enumerate(tokenized):
             if doc is None or doc.num_tokens == 0:
