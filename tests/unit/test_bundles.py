@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+import specrag._pip
 from specrag import bundles
 from specrag.bundles import (
     BUNDLES,
@@ -200,7 +201,7 @@ def test_pip_failure_shows_its_stderr(
         stderr = "noise\n" * 50 + "ERROR: No matching distribution found for fake-a==1.0\n"
         return subprocess.CompletedProcess(command, 1, "", stderr)
 
-    monkeypatch.setattr(bundles.subprocess, "run", failing_run)
+    monkeypatch.setattr(specrag._pip.subprocess, "run", failing_run)
     with pytest.raises(BundleError, match="No matching distribution") as caught:
         pull_bundle(fake_spec, progress=False)
     assert "fake-a==1.0" in str(caught.value)

@@ -28,8 +28,6 @@ import os
 import random
 import re
 import shutil
-import subprocess
-import sys
 import tarfile
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -39,6 +37,7 @@ from pathlib import Path
 from filelock import FileLock
 from tqdm.auto import tqdm
 
+from .._pip import pip_download
 from ..bundles import specrag_home
 from .metrics import answer_contained
 
@@ -52,7 +51,6 @@ QUOREF_MEMBER_SUFFIX = (
 """Tail of the task file's path inside the sdist (the top folder carries the version)."""
 
 _CHUNK_BYTES = 8 * 1024 * 1024
-_PIP_TAIL_LINES = 20
 # Greedy passage: the split is at the *last* "\nQuestion:", passages may contain newlines.
 _INPUT_PATTERN = re.compile(r"^\s*Passage:(?P<passage>.*)\nQuestion:(?P<question>.*)$", re.DOTALL)
 
@@ -123,18 +121,7 @@ def _pip_download(dest: Path) -> Path:
     needed to read a JSON file; ``--no-binary=:all:`` insists on the sdist, the artefact the
     pinned hash describes.
     """
-    command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:",
-        "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
-        "-d", str(dest), BIGBENCH_REQUIREMENT,
-    ]  # fmt: skip
-    logger.info("downloading %s (358 MB)", BIGBENCH_REQUIREMENT)
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        tail = "\n".join(result.stderr.strip().splitlines()[-_PIP_TAIL_LINES:])
-        raise QuorefDataError(
-            f"pip could not download {BIGBENCH_REQUIREMENT} (exit {result.returncode}):\n{tail}"
-        )
+    pip_download(BIGBENCH_REQUIREMENT, dest, artefact="sdist", error=QuorefDataError, size_hint="358 MB")
     found = sorted(dest.glob("bigbench-*.tar.gz"))
     if not found:
         raise QuorefDataError(f"pip reported success but left no bigbench sdist in {dest}")
