@@ -26,16 +26,11 @@ def accuracy_vs_budget(
 ) -> Path:
     """One line per method: mean ``metric`` with 95 % Wilson bars at each budget; ``full``
     as a horizontal reference line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     series: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for record in records:
         if where(record) and record.get(metric) is not None:
             series[label(record)][float(record["budget"])].append(float(record[metric]))
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure, axes = _new_figure()
     for name, points in sorted(series.items()):
         budgets = sorted(points)
         means = [sum(points[b]) / len(points[b]) for b in budgets]
@@ -48,17 +43,8 @@ def accuracy_vs_budget(
             [max(0.0, hi - m) for m, (_, hi) in zip(means, bounds)],
         ]
         axes.errorbar(budgets, means, yerr=errors, marker="o", capsize=3, label=name)
-    axes.set_xlabel("kept fraction of context (target tokens)")
-    axes.set_ylabel(metric)
     axes.set_ylim(-0.02, 1.02)
-    axes.set_title(title, fontsize=10)
-    axes.legend(fontsize=7, loc="lower right")
-    axes.grid(alpha=0.3)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(figure, axes, path, "kept fraction of context (target tokens)", metric, title, "lower right")
 
 
 def ttft_vs_length(
@@ -70,24 +56,38 @@ def ttft_vs_length(
 ) -> Path:
     """Mean time to first token (compression + target prefill) per method and budget against
     context length in target tokens."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     series: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for record in records:
         if where(record) and record.get("ttft_s") is not None:
             name = label(record) + ("" if record["method"] in ("full", "kv_full") else f" @{record['budget']:g}")
             series[name][int(record["length"])].append(float(record["ttft_s"]))
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure, axes = _new_figure()
     for name, points in sorted(series.items()):
         lengths = sorted(points)
         axes.plot(lengths, [sum(points[n]) / len(points[n]) for n in lengths], marker="o", label=name)
-    axes.set_xlabel("context length (target tokens, as requested)")
-    axes.set_ylabel("time to first token, s")
+    return _save(
+        figure, axes, path, "context length (target tokens, as requested)", "time to first token, s", title, "best"
+    )
+
+
+def _new_figure() -> tuple[Any, Any]:
+    """A figure on the file-only Agg backend (imported lazily: matplotlib is an optional extra)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(7, 4.5))
+
+
+def _save(figure: Any, axes: Any, path: Path, xlabel: str, ylabel: str, title: str, legend_at: str) -> Path:
+    """Label, lay out, write and close a figure; returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
     axes.set_title(title, fontsize=10)
-    axes.legend(fontsize=7)
+    axes.legend(fontsize=7, loc=legend_at)
     axes.grid(alpha=0.3)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
