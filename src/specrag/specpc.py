@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm.auto import tqdm
 
 from .attention import AttentionCapture, capture_attention, enable_capture
+from .fusion import fuse_ranks, sentence_index, sentence_spans, snap_to_sentences
 from .models import LoadedModel, load_model
 from .result import CompressedDocument, CompressionResult
 from .scoring import (
@@ -39,6 +41,8 @@ from .scoring import (
 from .segmentation import DocumentTokens, merge_spans, tokenize_document
 
 DEFAULT_DRAFT = "smollm2-135m"
+Embedder = Callable[[Sequence[str]], np.ndarray]
+"""Texts -> one unit-length vector per row (dot product = cosine similarity)."""
 _FALLBACK_MAX_TOKENS = 8192  # when a config states no position limit
 
 
@@ -77,6 +81,18 @@ class SpecPCSettings(BaseModel):
         "attention on the first token (an attention sink), which must not be a document token.",
     )
 
+    snap: Literal["word", "sentence"] = Field(
+        "word",
+        description="'sentence': every word ranks with its sentence's best score, so kept "
+        "text tends to be whole sentences.",
+    )
+    relevance_weight: float = Field(
+        1.0,
+        ge=0.0,
+        description="With an embedder: weight of sentence-to-question similarity against "
+        "draft attention (both as percentile ranks).",
+    )
+
     @field_validator("question_template")
     @classmethod
     def _has_question_slot(cls, value: str) -> str:
@@ -100,6 +116,8 @@ class ScoredContext:
     scores: tuple[np.ndarray, ...]  # raw per-token scores, one array per document
     pieces: int
     seconds: float
+    relevance: tuple[np.ndarray, ...] | None = None
+    """Per token, the cosine of its sentence to the question (only with an embedder)."""
 
     @property
     def total_tokens(self) -> int:
@@ -133,6 +151,11 @@ class SpecPC:
         Where and how to load ``draft`` when it is given by name.
     progress:
         Show a progress bar when an input needs several draft passes.
+    embedder:
+        Optional sentence relevance fused with the draft's attention (see
+        :mod:`specrag.fusion`): ``"minilm"`` (the offline all-MiniLM-L6-v2 of the
+        ``embeddings`` extra), a sentence-transformers model, or a callable mapping texts to
+        unit vectors. ``None`` (default): draft attention alone.
     **settings:
         Fields of :class:`SpecPCSettings` (window, lookahead, start_layer, pool_kernel,
         neighbourhood, separator, max_draft_tokens, ...).
@@ -155,6 +178,7 @@ class SpecPC:
         device: str = "auto",
         dtype: str = "auto",
         progress: bool = True,
+        embedder: Embedder | str | Any | None = None,
         **settings: object,
     ) -> None:
         if keep_ratio is not None and max_tokens is not None:
@@ -167,6 +191,7 @@ class SpecPC:
         self.settings = SpecPCSettings(**settings)  # type: ignore[arg-type]
         self.draft = draft if isinstance(draft, LoadedModel) else load_model(draft, device, dtype)
         self.progress = progress
+        self.embedder = _resolve_embedder(embedder)
         self._start_layer = self._resolve_start_layer()
         enable_capture(self.draft.model)
         self._bos = self._leading_special_ids()
@@ -197,6 +222,7 @@ class SpecPC:
             documents=tuple(docs), question=question, instruction=instruction,
             tokenized=tuple(tokenized), scores=tuple(doc_scores), pieces=pieces,
             seconds=time.perf_counter() - started,
+            relevance=self._relevance(docs, question, tokenized) if budget else None,
         )
         return self._result(scored, budget)
 
@@ -212,10 +238,11 @@ class SpecPC:
         docs, question, instruction, tokenized = self._prepare(documents, question, instruction)
         total = sum(t.num_tokens for t in tokenized if t is not None)
         doc_scores, pieces = self._score(tokenized, question, instruction, total, total)
+        relevance = self._relevance(docs, question, tokenized)
         return ScoredContext(
             documents=tuple(docs), question=question, instruction=instruction,
             tokenized=tuple(tokenized), scores=tuple(doc_scores), pieces=pieces,
-            seconds=time.perf_counter() - started,
+            seconds=time.perf_counter() - started, relevance=relevance,
         )
 
     def select(
@@ -252,7 +279,7 @@ class SpecPC:
     def _result(self, scored: ScoredContext, budget: int) -> CompressionResult:
         started = time.perf_counter()
         tokenized, doc_scores = list(scored.tokenized), list(scored.scores)
-        kept_units, partial = self._select(tokenized, doc_scores, budget)
+        kept_units, partial = self._select(scored, budget)
         compressed = [
             _build_document(
                 index,
@@ -402,26 +429,57 @@ class SpecPC:
         return capture.result()[0].float().cpu().numpy()
 
     # ------------------------------------------------------------------ selection
+    def token_keys(self, scored: ScoredContext) -> list[tuple[np.ndarray, ...] | None]:
+        """Per document, the per-token ranking keys selection uses, most significant first
+        (``None`` for a blank document).
+
+        Keys: the smoothed and widened attention (fused with sentence relevance when an
+        embedder is set, then snapped to sentences when ``snap="sentence"``), the smoothed
+        attention, the raw attention. Exposed so that a caller who counts its budget in
+        another tokenizer (the benchmark counts in the target's) ranks exactly as SpecPC does.
+        """
+        settings = self.settings
+        keys: list[tuple[np.ndarray, ...] | None] = []
+        for index, doc in enumerate(scored.tokenized):
+            if doc is None or doc.num_tokens == 0:
+                keys.append(None)
+                continue
+            raw = scored.scores[index].astype(np.float64)
+            pooled = centred_max_pool(raw, settings.pool_kernel)
+            keys.append((centred_max_pool(pooled, settings.neighbourhood), pooled, raw))
+        present = [index for index, key in enumerate(keys) if key is not None]
+        if scored.relevance is not None and present:
+            fused = fuse_ranks(
+                [[keys[i][0] for i in present], [scored.relevance[i] for i in present]],  # type: ignore[index]
+                [1.0, settings.relevance_weight],
+            )
+            for index, primary in zip(present, fused):
+                keys[index] = (primary, *keys[index][1:])  # type: ignore[index]
+        if settings.snap == "sentence":
+            for index in present:
+                doc = scored.tokenized[index]
+                assert doc is not None and keys[index] is not None
+                primary = snap_to_sentences(scored.documents[index], doc.token_starts, keys[index][0])  # type: ignore[index]
+                keys[index] = (primary, *keys[index][1:])  # type: ignore[index]
+        return keys
+
     def _select(
-        self, tokenized: list[DocumentTokens | None], doc_scores: list[np.ndarray], budget: int
+        self, scored: ScoredContext, budget: int
     ) -> tuple[dict[int, np.ndarray], dict[int, dict[int, int]]]:
         """Choose kept units across all documents; return kept unit indices per document and
         partially kept units ``{doc: {unit: tokens}}`` used only to spend an exact budget."""
-        settings = self.settings
+        tokenized = scored.tokenized
         doc_ids, unit_ids, sizes, primary, secondary, tertiary = [], [], [], [], [], []
-        for index, doc in enumerate(tokenized):
-            if doc is None or doc.num_tokens == 0:
+        for index, token_keys in enumerate(self.token_keys(scored)):
+            doc = tokenized[index]
+            if doc is None or token_keys is None:
                 continue
-            raw = doc_scores[index]
-            pooled = centred_max_pool(raw, settings.pool_kernel)
-            widened = centred_max_pool(pooled, settings.neighbourhood)
             firsts = doc.unit_first_token
             doc_ids.append(np.full(doc.num_units, index))
             unit_ids.append(np.arange(doc.num_units))
             sizes.append(doc.unit_sizes)
-            primary.append(np.maximum.reduceat(widened, firsts))
-            secondary.append(np.maximum.reduceat(pooled, firsts))
-            tertiary.append(np.maximum.reduceat(raw, firsts))
+            for out, key in zip((primary, secondary, tertiary), token_keys):
+                out.append(np.maximum.reduceat(key, firsts))
         if not doc_ids or budget == 0:
             return {}, {}
         ranking = rank_units(
@@ -449,6 +507,31 @@ class SpecPC:
         for position in np.nonzero(kept)[0]:
             kept_by_doc.setdefault(int(ranking.document[position]), []).append(int(ranking.unit[position]))  # type: ignore[arg-type]
         return {doc: np.sort(np.asarray(units)) for doc, units in kept_by_doc.items()}, partial
+
+    def _relevance(
+        self, docs: list[str], question: str, tokenized: list[DocumentTokens | None]
+    ) -> tuple[np.ndarray, ...] | None:
+        """Cosine of each token's sentence to the question (one embedder call per input)."""
+        if self.embedder is None:
+            return None
+        spans = [sentence_spans(text) if doc is not None else [] for text, doc in zip(docs, tokenized)]
+        sentences = [docs[i][start:end].strip() for i, doc_spans in enumerate(spans) for start, end in doc_spans]
+        if not sentences:
+            return tuple(np.zeros(0) for _ in docs)
+        vectors = np.asarray(self.embedder([question, *sentences]), dtype=np.float64)
+        if vectors.shape[0] != len(sentences) + 1:
+            raise ValueError(
+                f"embedder returned {vectors.shape[0]} vectors for {len(sentences) + 1} texts"
+            )
+        similarity = vectors[1:] @ vectors[0]
+        out, cursor = [], 0
+        for text, doc, doc_spans in zip(docs, tokenized, spans):
+            if doc is None:
+                out.append(np.zeros(0))
+                continue
+            out.append(similarity[cursor + sentence_index(text, doc.token_starts)])
+            cursor += len(doc_spans)
+        return tuple(out)
 
     # ------------------------------------------------------------------ helpers
     def _call_budget(
@@ -490,6 +573,30 @@ class SpecPC:
     def __repr__(self) -> str:
         budget = f"keep_ratio={self.keep_ratio}" if self.keep_ratio is not None else f"max_tokens={self.max_tokens}"
         return f"SpecPC(draft={self.draft.name!r}, {budget}, start_layer={self._start_layer}, {self.settings!r})"
+
+
+def _resolve_embedder(embedder: Embedder | str | Any | None) -> Embedder | None:
+    """``"minilm"``, a sentence-transformers model (anything with ``encode``) or a callable."""
+    if embedder is None:
+        return None
+    if isinstance(embedder, str):
+        if embedder != "minilm":
+            raise ValueError(f"embedder must be 'minilm', a callable or a sentence-transformers model, got {embedder!r}")
+        from .demo import embed
+
+        return embed
+    if hasattr(embedder, "encode"):
+        model = embedder
+
+        def encode(texts: Sequence[str]) -> np.ndarray:
+            return np.asarray(
+                model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+            )
+
+        return encode
+    if callable(embedder):
+        return embedder
+    raise TypeError(f"embedder must be 'minilm', a callable or a sentence-transformers model, got {type(embedder).__name__}")
 
 
 def _split_flat(flat: np.ndarray, tokenized: list[DocumentTokens | None]) -> list[np.ndarray]:

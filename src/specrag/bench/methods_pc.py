@@ -27,31 +27,25 @@ scoring recipe (layers, weighting, smoothing), not lookahead.
 from __future__ import annotations
 
 import random
-import re
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import torch
 
+from ..fusion import sentence_spans
 from ..models import LoadedModel
-from ..scoring import centred_max_pool
 from ..segmentation import tokenize_document
-from ..specpc import SpecPC
+from ..specpc import Embedder, SpecPC
 from .budget import Units, token_scores_to_units
 from .tasks import BenchItem
 
 Keys = list[list[np.ndarray]]
-Embedder = Callable[[Sequence[str]], np.ndarray]
 
 PC_METHODS = ("full", "truncate", "random", "sentence", "selfinfo", "window", "specpc", "oracle")
 DRAFT_METHODS = frozenset({"selfinfo", "window", "specpc"})
 """Methods whose scores depend on the draft (their result key includes the draft's name)."""
-
-_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")
-
 
 class PCMethod(Protocol):
     """Scores an item's target units; higher is kept first."""
@@ -122,8 +116,7 @@ class SentenceSimilarity:
         spans: list[list[tuple[int, int]]] = []
         texts: list[str] = []
         for text in units.documents:
-            found = [(m.start(), m.end()) for m in _SENTENCE.finditer(text) if text[m.start() : m.end()].strip()]
-            spans.append(found or [(0, len(text))])
+            spans.append(sentence_spans(text) or [(0, len(text))])
             texts.extend(text[start:end].strip() or text for start, end in spans[-1])
         vectors = np.asarray(self.embed([item.question, *texts]), dtype=np.float64)
         similarity = vectors[1:] @ vectors[0]
@@ -184,27 +177,22 @@ class DraftAttention:
     the target's tokenizer this reproduces :meth:`SpecPC.compress` up to unit boundaries.
     """
 
-    def __init__(self, name: str, draft: LoadedModel, **settings: object) -> None:
+    def __init__(self, name: str, draft: LoadedModel, embedder: Embedder | None = None, **settings: object) -> None:
         self.name = name
-        self.pc = SpecPC(draft, progress=False, **settings)
+        self.pc = SpecPC(draft, progress=False, embedder=embedder, **settings)
 
     def score(self, item: BenchItem, units: Units) -> Keys:
-        pc = self.pc
-        settings = pc.settings
-        # One draft pass through SpecPC's public scorer; selection happens here instead,
-        # because the benchmark budgets in the *target's* tokens, which SpecPC does not know.
-        scored = pc.score(list(units.documents), item.question)
-        tokenized, raw_scores = scored.tokenized, scored.scores
+        # One draft pass through SpecPC's public scorer and ranking keys; selection happens
+        # here instead, because the benchmark budgets in the *target's* tokens.
+        scored = self.pc.score(list(units.documents), item.question)
         keys: Keys = [[], [], []]
-        for index, doc in enumerate(tokenized):
-            if doc is None or doc.num_tokens == 0:
+        for index, token_keys in enumerate(self.pc.token_keys(scored)):
+            doc = scored.tokenized[index]
+            if doc is None or token_keys is None:
                 for key in keys:
                     key.append(np.zeros(units.tokens[index].num_units))
                 continue
-            raw = raw_scores[index]
-            pooled = centred_max_pool(raw, settings.pool_kernel)
-            widened = centred_max_pool(pooled, settings.neighbourhood)
-            for key, values in zip(keys, (widened, pooled, raw)):
+            for key, values in zip(keys, token_keys):
                 key.append(token_scores_to_units(units, index, doc.token_starts, values))
         return keys
 

@@ -1,0 +1,109 @@
+"""Rank fusion, sentence snapping, and SpecPC with an embedder (tiny random draft)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from specrag import SpecPC, build_tiny_model
+from specrag.fusion import fuse_ranks, percentile_ranks, sentence_index, sentence_spans, snap_to_sentences
+
+
+def hashed_bag_of_words(texts: Sequence[str]) -> np.ndarray:
+    """A real (if crude) sentence embedder: hashed word counts, unit length. Sentences that
+    share words with the question get a higher cosine, which is all these tests need."""
+    vectors = np.zeros((len(texts), 256))
+    for row, text in enumerate(texts):
+        for word in re.findall(r"\w+", text.lower()):
+            vectors[row, int(hashlib.md5(word.encode()).hexdigest(), 16) % 256] += 1.0
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-9)
+
+
+DOCS = [
+    "The weather was mild all week. Farmers planted barley in the north. "
+    "Zorblat the engineer designed the copper bridge over the river. Markets opened early.",
+    "A choir sang in the hall. Tickets sold out quickly. The mayor gave a speech.",
+]
+QUESTION = "Who designed the copper bridge over the river?"
+
+
+def test_sentence_spans_cover_latin_cjk_and_unpunctuated_text() -> None:
+    assert sentence_spans("One. Two!  Three?") == [(0, 4), (4, 9), (9, 17)]
+    assert [s for s in sentence_spans("東京です。大阪です。")] == [(0, 5), (5, 10)]
+    assert sentence_spans("no full stop here") == [(0, 17)]
+    assert sentence_spans("") == []
+    assert sentence_index("One. Two.", np.array([0, 5, 8])).tolist() == [0, 1, 1]
+
+
+def test_percentile_ranks_are_monotone_and_share_ties() -> None:
+    ranks = percentile_ranks(np.array([3.0, 1.0, 2.0, 2.0]))
+    assert ranks[1] == 0.0 and ranks[0] == 1.0
+    assert ranks[2] == ranks[3] == pytest.approx(0.5)
+    assert percentile_ranks(np.array([7.0])).tolist() == [1.0]
+
+
+def test_fuse_ranks_weighting() -> None:
+    first = [np.array([1.0, 2.0, 3.0]), np.array([0.5])]
+    second = [np.array([3.0, 2.0, 1.0]), np.array([9.0])]
+    alone = fuse_ranks([first, second], [1.0, 0.0])
+    assert np.argsort(np.concatenate(alone)).tolist() == np.argsort(np.concatenate(first)).tolist()
+    swapped = fuse_ranks([first, second], [0.0, 1.0])
+    assert np.argmax(np.concatenate(swapped)) == 3  # the second signal's best unit wins
+    with pytest.raises(ValueError, match="one weight per signal"):
+        fuse_ranks([first], [1.0, 1.0])
+    with pytest.raises(ValueError, match="one score per unit"):
+        fuse_ranks([first, [np.array([1.0]), np.array([1.0])]], [1.0, 1.0])
+    with pytest.raises(ValueError, match="non-negative"):
+        fuse_ranks([first, second], [1.0, -1.0])
+
+
+def test_snap_gives_each_sentence_its_best_score() -> None:
+    text = "Aa bb. Cc dd."
+    snapped = snap_to_sentences(text, np.array([0, 3, 7, 10]), np.array([0.1, 0.9, 0.2, 0.3]))
+    assert snapped.tolist() == [0.9, 0.9, 0.3, 0.3]
+
+
+@pytest.fixture(scope="module")
+def draft():  # type: ignore[no-untyped-def]
+    return build_tiny_model("llama")
+
+
+def test_strong_relevance_keeps_the_matching_sentence_whole(draft) -> None:  # type: ignore[no-untyped-def]
+    pc = SpecPC(draft, keep_ratio=0.3, embedder=hashed_bag_of_words, relevance_weight=50.0,
+                snap="sentence", window=8, pool_kernel=4, neighbourhood=2)
+    result = pc.compress(DOCS, QUESTION)
+    kept = " ".join(doc.text for doc in result.documents)
+    assert "Zorblat the engineer designed the copper bridge over the river." in kept
+    assert result.kept_tokens <= result.budget
+
+
+def test_select_after_score_equals_compress_with_an_embedder(draft) -> None:  # type: ignore[no-untyped-def]
+    pc = SpecPC(draft, embedder=hashed_bag_of_words, snap="sentence", window=8)
+    scored = pc.score(DOCS, QUESTION)
+    assert scored.relevance is not None and len(scored.relevance) == len(DOCS)
+    for ratio in (0.1, 0.3, 0.7):
+        assert pc.select(scored, keep_ratio=ratio).texts == pc.compress(DOCS, QUESTION, keep_ratio=ratio).texts
+
+
+def test_blank_documents_pass_through_with_an_embedder(draft) -> None:  # type: ignore[no-untyped-def]
+    pc = SpecPC(draft, keep_ratio=0.5, embedder=hashed_bag_of_words, window=8)
+    result = pc.compress(["", "   ", DOCS[0]], QUESTION)
+    assert [doc.text for doc in result.documents[:2]] == ["", "   "]
+    assert result.documents[2].text
+
+
+def test_embedder_errors_are_named(draft) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match="embedder must be 'minilm'"):
+        SpecPC(draft, embedder="bert")
+    with pytest.raises(TypeError, match="embedder must be"):
+        SpecPC(draft, embedder=5)
+    with pytest.raises(ValueError, match="relevance_weight"):
+        SpecPC(draft, relevance_weight=-1.0)
+    broken = SpecPC(draft, embedder=lambda texts: np.ones((1, 4)), window=8)
+    with pytest.raises(ValueError, match="embedder returned 1 vectors"):
+        broken.compress(DOCS, QUESTION)
