@@ -128,6 +128,44 @@ def keep_indices(scores: torch.Tensor, keep: int, protect_last: int) -> torch.Te
     return torch.cat([torch.sort(best, dim=-1).values, tail], dim=-1)
 
 
+def sink_and_recent_indices(
+    entries: int, keep: int, sinks: int, *, batch: int, kv_heads: int, device: torch.device
+) -> torch.Tensor:
+    """Positions StreamingLLM keeps: the first ``sinks`` entries plus the last ``keep - sinks``.
+
+    The first tokens of a sequence soak up attention mass that has nowhere else to go
+    ("attention sinks", Xiao et al. 2023): dropping them degrades every later step, while
+    keeping them plus a recent window keeps decoding stable at zero scoring cost. Positions
+    only, so every KV head keeps the same ones; the result has :func:`keep_indices`' shape
+    and order and goes through the same gather (:meth:`BudgetedCache.keep`).
+
+    Parameters
+    ----------
+    entries
+        Entries the layer holds now (``n``).
+    keep
+        Entries to keep per head (``sinks <= keep <= entries``).
+    sinks
+        Leading entries always kept.
+    batch, kv_heads, device
+        Shape and device of the index tensor.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(batch, kv_heads, keep)`` long tensor, ascending.
+    """
+    if not 0 <= sinks <= keep <= entries:
+        raise ValueError(f"need 0 <= sinks ({sinks}) <= keep ({keep}) <= entries ({entries})")
+    positions = torch.cat(
+        [
+            torch.arange(sinks, device=device),
+            torch.arange(entries - (keep - sinks), entries, device=device),
+        ]
+    )
+    return positions.expand(batch, kv_heads, -1).clone()
+
+
 class DraftGuidedScores:
     """Observer folding, per layer and KV head, the attention the importance queries pay.
 

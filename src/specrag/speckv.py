@@ -17,6 +17,12 @@ One :meth:`SpecKV.generate` call::
 
 The prompt's first answer token comes from the target's own logits over the *full*
 prompt (eviction happens after that forward), as in the paper.
+
+``policy="streaming"`` swaps the scoring for StreamingLLM's position rule (Xiao et al.
+2023): no draft runs and no attention is scored; each budgeted layer keeps the first
+``sink_tokens`` prompt entries plus the most recent ones, through the same gather
+(``BudgetedCache.keep``), positions and decode loop. It exists as a baseline: it costs
+nothing to choose, but it forgets the middle of the prompt, where RAG answers usually are.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from transformers import DynamicCache, PreTrainedTokenizerBase
 
 from .attention import capture_attention, enable_capture
@@ -55,12 +61,14 @@ from .kv_scoring import (
     RecentQueries,
     keep_indices,
     pool_scores,
+    sink_and_recent_indices,
 )
 from .models import LoadedModel, load_model
 from .result import CompressionResult
 from .specpc import SpecPC
 
 FinishReason = Literal["eos", "stop", "length"]
+Policy = Literal["attention", "streaming"]
 
 
 class SpecKVSettings(BaseModel):
@@ -70,9 +78,32 @@ class SpecKVSettings(BaseModel):
     the lookahead, which the reference sets to the whole answer length: here it is capped by
     ``max_lookahead`` because the draft's generation is SpecKV's main cost and its first
     tokens carry most of the signal (see ``docs/speckv.md``).
+
+    ``policy`` chooses *how* entries are picked. ``"attention"`` (SpecKV, or SnapKV-style
+    without a draft) scores them. ``"streaming"`` (StreamingLLM) keeps, per budgeted layer,
+    the first ``sink_tokens`` prompt entries and the most recent ``budget - sink_tokens``
+    (``budget - rescore_every - sink_tokens`` with re-scoring, which then becomes a rolling
+    cut instead of a re-score). It reads no attention, so the scoring knobs (``window`` for
+    scoring, ``pool_kernel``, ``reduction``, ``query_chunk``) have no effect there and a
+    draft is refused; the budget rules are unchanged (``budget >= window`` still holds) so
+    both policies are compared at identical budgets. ``sink_tokens`` is ignored by
+    ``"attention"``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    policy: Policy = Field(
+        "attention",
+        description="'attention': keep the entries the window / draft answer attend to most; "
+        "'streaming': keep the first sink_tokens entries plus the most recent ones "
+        "(StreamingLLM), no draft, no scoring.",
+    )
+    sink_tokens: int = Field(
+        4,
+        ge=0,
+        description="With policy='streaming': leading prompt entries always kept (attention "
+        "sinks; StreamingLLM uses 4). Must be smaller than the entries kept after eviction.",
+    )
 
     window: int = Field(
         32, ge=1, description="Last prompt tokens whose queries score, always kept."
@@ -108,6 +139,17 @@ class SpecKVSettings(BaseModel):
             if slot not in value:
                 raise ValueError(f"document_template must contain {slot!r}")
         return value
+
+    @model_validator(mode="after")
+    def _no_lookahead_when_streaming(self) -> SpecKVSettings:
+        # A lookahead asks for a draft answer that the streaming policy would never read:
+        # refuse it rather than silently generate nothing.
+        if self.policy == "streaming" and self.lookahead:
+            raise ValueError(
+                f"lookahead ({self.lookahead}) has no meaning with policy='streaming', which "
+                "runs no draft; leave it unset or 0"
+            )
+        return self
 
 
 class SpecKVResult(BaseModel):
@@ -172,9 +214,11 @@ class SpecKV:
         use another tokenizer (its answer then crosses over as text); with the same vocabulary
         token ids cross directly. ``None``: no lookahead, eviction from the prompt's last
         ``window`` queries only (SnapKV-style), or the compressor's draft if one is given.
+        Must be ``None`` with ``policy="streaming"``, which reads no draft.
     budget
         Cache entries each budgeted layer keeps after prefill (per KV head). Must be at least
-        ``window``.
+        ``window`` (with either policy), and more than ``sink_tokens`` with
+        ``policy="streaming"``.
     compressor
         A :class:`~specrag.SpecPC` for SpecKV-PC: documents passed to :meth:`generate` are
         compressed with it first, then the cache is evicted, with one draft (the
@@ -182,8 +226,10 @@ class SpecKV:
     device, dtype
         Where and how to load models given by name.
     **settings
-        :class:`SpecKVSettings` fields (window, pool_kernel, lookahead, max_lookahead,
-        reduction, rescore_every, query_chunk, document_template).
+        :class:`SpecKVSettings` fields (policy, sink_tokens, window, pool_kernel, lookahead,
+        max_lookahead, reduction, rescore_every, query_chunk, document_template).
+        ``policy="streaming"`` is StreamingLLM eviction (sinks + recent entries, no draft,
+        no scoring): a baseline, see :class:`SpecKVSettings`.
 
     Notes
     -----
@@ -194,7 +240,8 @@ class SpecKV:
     Raises
     ------
     TypeError, ValueError
-        For a non-int or too small ``budget``, or invalid settings.
+        For a non-int or too small ``budget``, invalid settings, or a ``draft`` given with
+        ``policy="streaming"``.
     UnsupportedModelError
         For models with layers SpecKV cannot serve (see :mod:`specrag.budget_cache`).
     """
@@ -214,6 +261,13 @@ class SpecKV:
         self.budget = validate_budget(budget, self.settings)
         if compressor is not None and not isinstance(compressor, SpecPC):
             raise TypeError(f"compressor must be a SpecPC, got {type(compressor).__name__}")
+        if draft is not None and self.settings.policy == "streaming":
+            # Refused, not ignored: a caller passing a draft expects it to guide eviction,
+            # and a silently unused draft would make a streaming row look like SpecKV.
+            raise ValueError(
+                "policy='streaming' evicts by position and runs no draft, but a draft was "
+                "given; pass draft=None (or use policy='attention' for draft-guided eviction)"
+            )
         self.compressor = compressor
         self.target = load_model(target, device, dtype)
         plan_layers(self.target.model.config, 1)  # refuse unsupported layer types up front
@@ -405,6 +459,7 @@ class SpecKV:
             prefill_keep = self.budget - (rescore or 0)
             evict = length > prefill_keep
 
+            streaming = self.settings.policy == "streaming"
             lookahead = self._lookahead(max_new_tokens) if evict else 0
             config = self.target.model.config
             # Refuse before spending time on the draft; re-checked with the actual answer
@@ -422,6 +477,8 @@ class SpecKV:
             plan = plan_layers(config, length + max(len(answer), max_new_tokens))
             budgeted = frozenset(plan.budgeted_layers)
             cache = BudgetedCache(plan)
+            # The streaming policy picks by position alone: no observer, so attention is
+            # never captured or scored.
             scorer = (
                 DraftGuidedScores(
                     length,
@@ -430,19 +487,24 @@ class SpecKV:
                     self.settings.reduction,
                     self.settings.query_chunk,
                 )
-                if evict
+                if evict and not streaming
                 else None
             )
-            recent = RecentQueries(self.settings.window, budgeted) if rescore else None
+            recent = (
+                RecentQueries(self.settings.window, budgeted)
+                if rescore and not streaming
+                else None
+            )
             prompt_observers = [observer for observer in (scorer, recent) if observer is not None]
             logits = self._forward(ids, 0, cache, _fan_out(prompt_observers))
             if answer:
                 cache.start_rollback()
                 self._forward(answer, length, cache, scorer)
                 cache.rollback(len(answer))
-            if scorer is not None:
+            if evict:
                 for layer in plan.budgeted_layers:
-                    self._evict(cache, layer, scorer.result(layer), prefill_keep, length)
+                    scores = scorer.result(layer)[..., :length] if scorer is not None else None
+                    self._evict(cache, layer, scores, prefill_keep)
             prefill_entries = cache.entries()
             prefill_seconds = time.perf_counter() - started
 
@@ -465,7 +527,7 @@ class SpecKV:
                     break
                 if step == max_new_tokens - 1:
                     break
-                if recent is not None and _largest(cache, budgeted) >= self.budget:
+                if rescore is not None and _largest(cache, budgeted) >= self.budget:
                     self._rescore(cache, budgeted, recent, prefill_keep)
                     rescores += 1
                 logits = self._forward([token], position, cache, recent)
@@ -536,8 +598,12 @@ class SpecKV:
         return messages, compression
 
     def _lookahead(self, max_new_tokens: int) -> int:
-        """Draft tokens to generate: the setting, or min(max_new_tokens, max_lookahead)."""
-        if self.draft is None:
+        """Draft tokens to generate: the setting, or min(max_new_tokens, max_lookahead).
+
+        0 with the streaming policy, even when a compressor brought its draft: that
+        draft compresses documents, it does not guide eviction.
+        """
+        if self.draft is None or self.settings.policy == "streaming":
             return 0
         if self.settings.lookahead is not None:
             return self.settings.lookahead
@@ -598,27 +664,57 @@ class SpecKV:
         return output.logits[:, -1, :]
 
     def _evict(
-        self, cache: BudgetedCache, layer: int, scores: torch.Tensor, keep: int, length: int
+        self, cache: BudgetedCache, layer: int, scores: torch.Tensor | None, keep: int
     ) -> None:
-        """Keep ``keep`` prompt entries of one layer: the window plus the best others."""
+        """Cut one layer down to ``keep`` of the entries it holds, by the policy.
+
+        ``scores`` (``(batch, kv_heads, entries)``) rank the entries for the attention
+        policy: the window plus the best others are kept. The streaming policy passes
+        ``None`` and keeps the sinks plus the most recent entries. Both end in the same
+        per-head gather, so positions, masks and byte counts behave identically.
+        """
         with torch.inference_mode():
-            pooled = pool_scores(scores, self.settings.pool_kernel)
-            window = min(self.settings.window, keep)
-            cache.keep(layer, keep_indices(pooled[..., :length], keep, window))
+            if scores is None:
+                keys = cache.layer_keys(layer)
+                batch, kv_heads, entries = keys.shape[0], keys.shape[1], keys.shape[2]
+                indices = sink_and_recent_indices(
+                    entries,
+                    keep,
+                    self.settings.sink_tokens,
+                    batch=batch,
+                    kv_heads=kv_heads,
+                    device=keys.device,
+                )
+            else:
+                pooled = pool_scores(scores, self.settings.pool_kernel)
+                indices = keep_indices(pooled, keep, min(self.settings.window, keep))
+            cache.keep(layer, indices)
 
     def _rescore(
-        self, cache: BudgetedCache, budgeted: frozenset[int], recent: RecentQueries, keep: int
+        self,
+        cache: BudgetedCache,
+        budgeted: frozenset[int],
+        recent: RecentQueries | None,
+        keep: int,
     ) -> None:
-        """Evict during decoding, scoring entries with the latest tokens' queries."""
+        """Evict during decoding, every budgeted layer back to ``keep`` entries.
+
+        The attention policy re-scores with the latest tokens' queries (``recent``); the
+        streaming policy (``recent=None``) cuts back to sinks + most recent entries.
+        Eviction keeps entries in sequence order, so the first ``sink_tokens`` entries of a
+        streaming cache are still the prompt's first positions here.
+        """
         with torch.inference_mode():
             for layer in sorted(budgeted):
-                keys = cache.layer_keys(layer)
-                scores = recent.scores(
-                    layer, keys, self.settings.reduction, self.settings.query_chunk
-                )
-                pooled = pool_scores(scores, self.settings.pool_kernel)
-                window = min(self.settings.window, keep)
-                cache.keep(layer, keep_indices(pooled, keep, window))
+                scores = None
+                if recent is not None:
+                    scores = recent.scores(
+                        layer,
+                        cache.layer_keys(layer),
+                        self.settings.reduction,
+                        self.settings.query_chunk,
+                    )
+                self._evict(cache, layer, scores, keep)
 
     def __repr__(self) -> str:
         draft = self.draft.name if self.draft is not None else None
@@ -670,6 +766,14 @@ def validate_budget(budget: object, settings: SpecKVSettings) -> int:
         raise ValueError(
             f"rescore_every ({every}) must leave room for the window: budget - rescore_every "
             f"({budget - every}) < window ({settings.window})"
+        )
+    keep = budget - (every or 0)
+    if settings.policy == "streaming" and settings.sink_tokens >= keep:
+        kept = "budget - rescore_every" if every is not None else "budget"
+        raise ValueError(
+            f"sink_tokens ({settings.sink_tokens}) must be smaller than the entries kept after "
+            f"eviction ({kept} = {keep}): policy='streaming' keeps the sinks plus at least "
+            "one recent entry"
         )
     return budget
 

@@ -7,10 +7,13 @@ Methods (``kv_`` prefix) and how each maps onto :class:`~specrag.SpecKV`:
 ``kv_speckv``    draft answer as lookahead: ``draft=<draft>``.
 ``kv_oracle``    the target's own answer as lookahead: ``draft=<target>`` (upper bound).
 ``kv_speckv_pc`` SpecPC (keep 0.5 of the documents) then SpecKV on the shortened prompt.
-``kv_streaming`` sinks + recent window (StreamingLLM). **Not available**: SpecKV has no
-                 position-based eviction mode, and the brief forbids working around its API;
-                 :func:`make_kv_method` raises :class:`KVMethodUnavailable` and the runner
-                 records the row as not measured.
+``kv_streaming`` sinks + recent window (StreamingLLM): ``draft=None,
+                 policy="streaming"`` (the first 4 prompt entries plus the most recent
+                 ones; no draft, no attention scoring).
+
+:data:`UNAVAILABLE` lists rows SpecKV's API cannot run; it is empty now, and kept so a row
+without a SpecKV mode is reported as not measured (:class:`KVMethodUnavailable`) rather
+than approximated behind SpecKV's back.
 
 The KV budget is a fraction of the full prompt's target tokens (cache entries per layer),
 never below SpecKV's window; the kept fraction reported is budget / prompt tokens.
@@ -26,7 +29,8 @@ from ..specpc import SpecPC
 
 KV_METHODS = ("kv_full", "kv_streaming", "kv_snapkv", "kv_speckv", "kv_oracle", "kv_speckv_pc")
 KV_DRAFT_METHODS = frozenset({"kv_speckv", "kv_speckv_pc"})
-UNAVAILABLE = {"kv_streaming": "SpecKV has no sinks + recent-window eviction mode"}
+UNAVAILABLE: dict[str, str] = {}
+"""Method name -> why SpecKV cannot run it (such rows are reported as not measured)."""
 SPECKV_PC_KEEP = 0.5
 NO_EVICTION = 1 << 30
 
@@ -44,9 +48,12 @@ class KVMethod:
     draft: LoadedModel | None
     compressor: SpecPC | None = None
     lookahead_off: bool = False
+    streaming: bool = False
 
     def engine(self, budget: int) -> SpecKV:
         settings: dict[str, object] = {"lookahead": 0} if self.lookahead_off else {}
+        if self.streaming:
+            settings["policy"] = "streaming"
         if self.compressor is not None:
             return SpecKV(self.target, None, budget=budget, compressor=self.compressor, **settings)
         return SpecKV(self.target, self.draft, budget=budget, **settings)
@@ -74,6 +81,8 @@ def make_kv_method(name: str, *, target: LoadedModel, draft: LoadedModel | None)
         raise ValueError(f"method {name!r} needs a draft model")
     if name == "kv_full":
         return KVMethod(name, target, None)
+    if name == "kv_streaming":
+        return KVMethod(name, target, None, streaming=True)
     if name == "kv_snapkv":
         return KVMethod(name, target, None, lookahead_off=True)
     if name == "kv_speckv":

@@ -62,7 +62,6 @@ def summarise(
     if paired:
         records = complete_items(records)
     pc = [r for r in records if r.get("kind") == "pc"]
-    kv = [r for r in records if r.get("kind") == "kv"]
     for task in sorted({r["task"] for r in records}):
         for length in sorted({r["length"] for r in records if r["task"] == task}):
             def here(r: dict[str, Any], task: str = task, length: int = length) -> bool:
@@ -93,7 +92,7 @@ def summarise(
         if img_dir is not None:
             ttft_vs_length(records, img_dir / f"{stem}-ttft.png", title="time to first token vs context length")
     missing = [m for m in UNAVAILABLE]
-    if kv or missing:
+    if missing:
         parts.append("\nKV rows not measured (no SpecKV mode): " + ", ".join(f"`{m}` ({UNAVAILABLE[m]})" for m in missing) + "\n")
     return "\n".join(parts)
 
