@@ -53,7 +53,9 @@ def _friendly(action: Callable[[], T]) -> T:
     """Run ``action``; turn errors a user can fix into one line and exit status 2."""
     try:
         return action()
-    except (ValueError, TypeError, BundleError, UnknownBundleError, FileNotFoundError) as error:
+    except (
+        ValueError, TypeError, BundleError, UnknownBundleError, FileNotFoundError, EmbeddingsUnavailableError
+    ) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         err.print(f"[bold red]error:[/] {message}")
         raise typer.Exit(2) from error
@@ -100,6 +102,11 @@ def compress(
     draft: DraftOption = DEFAULT_DRAFT,
     device: DeviceOption = "auto",
     paragraphs: Annotated[bool, typer.Option(help="Treat blank-line separated paragraphs as documents.")] = False,
+    snap: Annotated[str, typer.Option(help="word, or sentence: keep whole sentences where the budget allows.")] = "word",
+    embedder: Annotated[
+        str | None,
+        typer.Option(help="minilm: fuse sentence-to-question similarity (embeddings extra) with the draft's attention."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
     show: Annotated[bool, typer.Option("--show", help="Highlight kept versus dropped text.")] = False,
     html_path: HtmlOption = None,
@@ -109,11 +116,10 @@ def compress(
     def run() -> CompressionResult:
         if not question.strip():
             raise ValueError("--question is required and must not be empty")
+        budget = {} if keep is None and max_tokens is None else {"keep_ratio": keep, "max_tokens": max_tokens}
+        # Built before reading stdin, so a bad option fails before the user pipes anything.
+        pc = SpecPC(draft, device=device, embedder=embedder, snap=snap, **budget)  # type: ignore[arg-type]
         documents = _read_documents(files or [], paragraphs)
-        if keep is None and max_tokens is None:
-            pc = SpecPC(draft, device=device)
-        else:
-            pc = SpecPC(draft, keep_ratio=keep, max_tokens=max_tokens, device=device)
         return pc.compress(documents, question, instruction)
 
     _emit(_friendly(run), as_json=as_json, show=show, html_path=html_path)

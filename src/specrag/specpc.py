@@ -154,8 +154,9 @@ class SpecPC:
     embedder:
         Optional sentence relevance fused with the draft's attention (see
         :mod:`specrag.fusion`): ``"minilm"`` (the offline all-MiniLM-L6-v2 of the
-        ``embeddings`` extra), a sentence-transformers model, or a callable mapping texts to
-        unit vectors. ``None`` (default): draft attention alone.
+        ``embeddings`` extra; :class:`~specrag.demo.EmbeddingsUnavailableError` if it is not
+        installed), a sentence-transformers model, or a callable mapping texts to unit
+        vectors. ``None`` (default): draft attention alone.
     **settings:
         Fields of :class:`SpecPCSettings` (window, lookahead, start_layer, pool_kernel,
         neighbourhood, separator, max_draft_tokens, ...).
@@ -582,8 +583,9 @@ def _resolve_embedder(embedder: Embedder | str | Any | None) -> Embedder | None:
     if isinstance(embedder, str):
         if embedder != "minilm":
             raise ValueError(f"embedder must be 'minilm', a callable or a sentence-transformers model, got {embedder!r}")
-        from .demo import embed
+        from .demo import embed, load_minilm
 
+        load_minilm()  # fail now, with the install hint, rather than on the first compress
         return embed
     if hasattr(embedder, "encode"):
         model = embedder

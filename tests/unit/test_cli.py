@@ -67,6 +67,19 @@ def test_stdin_paragraphs_show_and_html(draft_dir: str, tmp_path: Path) -> None:
     assert html.count('class="doc"') == 2 and 'class="kept"' in html and "東京タワー" in html
 
 
+def test_sentence_snapping_with_minilm_relevance(draft_dir: str, files: list[str]) -> None:
+    result = runner.invoke(
+        app,
+        ["compress", "-q", "When was it finished?", "--keep", "0.5", "--snap", "sentence",
+         "--embedder", "minilm", "--json", "-d", draft_dir, *files],
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert 0 < sum(doc["kept_tokens"] for doc in data["documents"]) <= data["budget"]
+    for doc in data["documents"]:
+        assert doc["text"] == " … ".join(doc["original"][start:end] for start, end in doc["spans"])
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -75,6 +88,8 @@ def test_stdin_paragraphs_show_and_html(draft_dir: str, tmp_path: Path) -> None:
         (["compress", "-q", "Why?", "--max-tokens", "-2", "DRAFT"], "max_tokens"),
         (["compress", "-q", "Why?", "DRAFT", "no-such-file.txt"], "no such file"),
         (["models", "pull", "no-such-bundle"], "smollm2-135m"),
+        (["compress", "-q", "Why?", "--snap", "paragraph", "DRAFT", "x.txt"], "snap"),
+        (["compress", "-q", "Why?", "--embedder", "bert", "DRAFT", "x.txt"], "embedder must be"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(args: list[str], message: str, draft_dir: str) -> None:

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from specrag import SpecPC, build_tiny_model
-from specrag.fusion import fuse_ranks, percentile_ranks, sentence_index, sentence_spans, snap_to_sentences
+from specrag.fusion import (
+    fuse_ranks,
+    percentile_ranks,
+    sentence_index,
+    sentence_spans,
+    snap_to_sentences,
+)
 
 
 def hashed_bag_of_words(texts: Sequence[str]) -> np.ndarray:
@@ -25,8 +31,8 @@ def hashed_bag_of_words(texts: Sequence[str]) -> np.ndarray:
 
 
 DOCS = [
-    "The weather was mild all week. Farmers planted barley in the north. "
-    "Zorblat the engineer designed the copper bridge over the river. Markets opened early.",
+    ("The weather was mild all week. Farmers planted barley in the north. "
+    "Zorblat the engineer designed the copper bridge over the river. Markets opened early."),
     "A choir sang in the hall. Tickets sold out quickly. The mayor gave a speech.",
 ]
 QUESTION = "Who designed the copper bridge over the river?"
