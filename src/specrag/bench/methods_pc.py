@@ -16,6 +16,10 @@ Methods
               layer, a 7-wide max-pool, no neighbourhood widening.
 ``specpc``    SpecPC's scores with its tuned defaults (start layer a third of the depth,
               63-wide composed max-pool, linearly weighted window queries).
+``specpc_snap``   SpecPC with ``snap="sentence"``: every word ranks with its sentence's best
+                  score, so whole sentences are kept.
+``specpc_fused``  SpecPC with all-MiniLM sentence relevance fused with the draft's attention
+                  (percentile ranks, equal weight; :mod:`specrag.fusion`), sentence-snapped.
 ``oracle``    SpecPC with the *target* as draft: what the answering model itself attends to.
 
 Both ``window`` and ``specpc`` use ``lookahead=1`` (prefill queries only): with the plain
@@ -43,8 +47,10 @@ from .tasks import BenchItem
 
 Keys = list[list[np.ndarray]]
 
-PC_METHODS = ("full", "truncate", "random", "sentence", "selfinfo", "window", "specpc", "oracle")
-DRAFT_METHODS = frozenset({"selfinfo", "window", "specpc"})
+PC_METHODS = (
+    "full", "truncate", "random", "sentence", "selfinfo", "window", "specpc", "specpc_snap", "specpc_fused", "oracle",
+)
+DRAFT_METHODS = frozenset({"selfinfo", "window", "specpc", "specpc_snap", "specpc_fused"})
 """Methods whose scores depend on the draft (their result key includes the draft's name)."""
 
 class PCMethod(Protocol):
@@ -218,11 +224,12 @@ def make_pc_method(
         return Truncate()
     if name == "random":
         return RandomUnits(seed)
-    if name == "sentence":
-        if embed is None:
-            from ..demo import embed as minilm_embed
+    if name in ("sentence", "specpc_fused") and embed is None:
+        from ..demo import embed as minilm_embed
 
-            embed = minilm_embed
+        embed = minilm_embed
+    if name == "sentence":
+        assert embed is not None
         return SentenceSimilarity(embed)
     if name in DRAFT_METHODS and draft is None:
         raise ValueError(f"method {name!r} needs a draft model")
@@ -235,6 +242,12 @@ def make_pc_method(
     if name == "specpc":
         assert draft is not None
         return DraftAttention("specpc", draft)
+    if name == "specpc_snap":
+        assert draft is not None
+        return DraftAttention(name, draft, snap="sentence")
+    if name == "specpc_fused":
+        assert draft is not None
+        return DraftAttention(name, draft, embedder=embed, snap="sentence", relevance_weight=1.0)
     if name == "oracle":
         if target is None:
             raise ValueError("method 'oracle' needs the target model")

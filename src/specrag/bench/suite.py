@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from ..models import LoadedModel, load_model
-from .methods_kv import KV_METHODS, UNAVAILABLE
-from .methods_pc import PC_METHODS
+from .methods_kv import KV_DRAFT_METHODS, KV_METHODS, UNAVAILABLE
+from .methods_pc import DRAFT_METHODS, PC_METHODS
 from .plots import accuracy_vs_budget, ttft_vs_length
 from .report import complete_items, cost_table, metric_table
 from .runner import SuiteConfig, load_records, run_suite
@@ -131,7 +131,7 @@ def run_command(
             cache[name] = load_model(name, device)
         return cache[name]
 
-    needs_draft = any(m in ("selfinfo", "window", "specpc", "kv_speckv", "kv_speckv_pc") for m in names)
+    needs_draft = any(m in DRAFT_METHODS or m in KV_DRAFT_METHODS for m in names)
     records = run_suite(
         config, target=get(target), draft=get(draft) if needs_draft else None, progress=progress
     )
