@@ -81,6 +81,15 @@ class SpecPCSettings(BaseModel):
         "attention on the first token (an attention sink), which must not be a document token.",
     )
 
+    chat: bool = Field(
+        False,
+        description="Frame the draft prompt with the draft's chat template, so lookahead "
+        "tokens are the draft's answer rather than a continuation of the text.",
+    )
+    chat_system: str = Field(
+        "Answer the question with a short phrase copied from the documents.",
+        description="System message of the chat frame when no instruction is given.",
+    )
     snap: Literal["word", "sentence"] = Field(
         "word",
         description="'sentence': every word ranks with its sentence's best score, so kept "
@@ -193,6 +202,8 @@ class SpecPC:
         self.draft = draft if isinstance(draft, LoadedModel) else load_model(draft, device, dtype)
         self.progress = progress
         self.embedder = _resolve_embedder(embedder)
+        if self.settings.chat and not getattr(self.draft.tokenizer, "chat_template", None):
+            raise ValueError(f"chat=True, but the tokenizer of draft {self.draft.name!r} has no chat template")
         self._start_layer = self._resolve_start_layer()
         enable_capture(self.draft.model)
         self._bos = self._leading_special_ids()
@@ -359,12 +370,11 @@ class SpecPC:
         """
         tokenizer = self.draft.tokenizer
         settings = self.settings
-        head = f"{instruction}{settings.document_separator}" if instruction else ""
-        head += settings.context_header or settings.document_separator
-        prefix = list(self._bos) + tokenizer.encode(head, add_special_tokens=False)
-        suffix = tokenizer.encode(
-            settings.question_template.format(question=question), add_special_tokens=False
-        )
+        head_text, tail_text = self._frame(question, instruction)
+        prefix = tokenizer.encode(head_text, add_special_tokens=False)
+        if not settings.chat:  # a chat template writes its own BOS
+            prefix = list(self._bos) + prefix
+        suffix = tokenizer.encode(tail_text, add_special_tokens=False)
         separator = tokenizer.encode(settings.document_separator, add_special_tokens=False)
         limit = self._max_draft_tokens()
         room = limit - len(prefix) - len(suffix) - (settings.lookahead - 1)
@@ -405,6 +415,29 @@ class SpecPC:
             flat_offset += doc.num_tokens
         close()
         return pieces
+
+    def _frame(self, question: str, instruction: str | None) -> tuple[str, str]:
+        """Text before the documents and text after them (the question) in a draft prompt.
+
+        With ``chat``, the draft's chat template frames the prompt (documents and question in
+        the user turn, the instruction or ``chat_system`` as system message, generation
+        prompt open), found by rendering the template around a marker and splitting there.
+        """
+        settings = self.settings
+        question_text = settings.question_template.format(question=question)
+        if not settings.chat:
+            head = f"{instruction}{settings.document_separator}" if instruction else ""
+            return head + (settings.context_header or settings.document_separator), question_text
+        marker = "\x00specrag-documents\x00"
+        messages = [
+            {"role": "system", "content": instruction or settings.chat_system},
+            {"role": "user", "content": f"{settings.context_header}{marker}{question_text}"},
+        ]
+        rendered = self.draft.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if not isinstance(rendered, str) or rendered.count(marker) != 1:
+            raise ValueError(f"the chat template of draft {self.draft.name!r} did not keep the user message intact")
+        head, tail = rendered.split(marker)
+        return head, tail
 
     @torch.inference_mode()
     def _score_piece(self, ids: list[int], question_tokens: int) -> np.ndarray:

@@ -113,3 +113,28 @@ def test_embedder_errors_are_named(draft) -> None:  # type: ignore[no-untyped-de
     broken = SpecPC(draft, embedder=lambda texts: np.ones((1, 4)), window=8)
     with pytest.raises(ValueError, match="embedder returned 1 vectors"):
         broken.compress(DOCS, QUESTION)
+
+
+CHATML = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def test_chat_frame_puts_documents_in_the_user_turn() -> None:
+    draft = build_tiny_model("qwen2")
+    with pytest.raises(ValueError, match="has no chat template"):
+        SpecPC(draft, chat=True)
+    draft.tokenizer.chat_template = CHATML
+    pc = SpecPC(draft, keep_ratio=0.3, chat=True, lookahead=4, window=8, progress=False)
+    head, tail = pc._frame(QUESTION, None)
+    assert head.startswith("<|system|>Answer the question") and head.endswith("<|user|>Documents:\n\n")
+    assert tail == f"\n\nQuestion: {QUESTION}\nAnswer:\n<|assistant|>"
+    assert pc._frame(QUESTION, "Be brief.")[0].startswith("<|system|>Be brief.\n")
+    result = pc.compress(DOCS, QUESTION)
+    assert 0 < result.kept_tokens <= result.budget
+    for doc in result.documents:
+        assert doc.text == " … ".join(doc.original[a:b] for a, b in doc.spans)
+    # Inputs longer than one pass are still split into pieces that each end with the question.
+    small = SpecPC(draft, keep_ratio=0.3, chat=True, max_draft_tokens=220, window=8, progress=False)
+    assert small.compress(DOCS * 3, QUESTION).pieces > 1
