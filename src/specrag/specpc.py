@@ -96,10 +96,11 @@ class SpecPCSettings(BaseModel):
         "text tends to be whole sentences.",
     )
     relevance_weight: float = Field(
-        1.0,
+        0.5,
         ge=0.0,
         description="With an embedder: weight of sentence-to-question similarity against "
-        "draft attention (both as percentile ranks).",
+        "draft attention (weight 1; both as percentile ranks). 0.5 was the best of 0.5/1/2 "
+        "on Quoref (docs/benchmarks.md).",
     )
 
     @field_validator("question_template")

@@ -19,7 +19,8 @@ Methods
 ``specpc_snap``   SpecPC with ``snap="sentence"``: every word ranks with its sentence's best
                   score, so whole sentences are kept.
 ``specpc_fused``  SpecPC with all-MiniLM sentence relevance fused with the draft's attention
-                  (percentile ranks, equal weight; :mod:`specrag.fusion`), sentence-snapped.
+                  (percentile ranks, relevance at half the weight; :mod:`specrag.fusion`),
+                  sentence-snapped.
 ``oracle``    SpecPC with the *target* as draft: what the answering model itself attends to.
 
 Both ``window`` and ``specpc`` use ``lookahead=1`` (prefill queries only): with the plain
@@ -247,7 +248,7 @@ def make_pc_method(
         return DraftAttention(name, draft, snap="sentence")
     if name == "specpc_fused":
         assert draft is not None
-        return DraftAttention(name, draft, embedder=embed, snap="sentence", relevance_weight=1.0)
+        return DraftAttention(name, draft, embedder=embed, snap="sentence", relevance_weight=0.5)
     if name == "oracle":
         if target is None:
             raise ValueError("method 'oracle' needs the target model")
