@@ -242,7 +242,7 @@ def make_pc_method(
         return DraftAttention("window", draft, start_layer=0, pool_kernel=7, neighbourhood=1)
     if name == "specpc":
         assert draft is not None
-        return DraftAttention("specpc", draft)
+        return DraftAttention("specpc", draft, snap="word")  # explicit: rows keep their meaning
     if name == "specpc_snap":
         assert draft is not None
         return DraftAttention(name, draft, snap="sentence")
