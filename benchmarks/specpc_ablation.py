@@ -33,7 +33,6 @@ from transformers import AutoTokenizer
 from specrag.bench.budget import Units, select, target_units
 from specrag.bench.methods_pc import SentenceSimilarity, _positions
 from specrag.bench.metrics import answer_contained
-from specrag.bench.report import wilson
 from specrag.bench.tasks import BenchItem, build_items
 from specrag.bundles import bundle_dir
 from specrag.demo import embed
@@ -160,7 +159,6 @@ def main() -> None:
         for budget in budgets:
             for group in groups:
                 got = hits.get((budget, group), [])
-                low, high = wilson(sum(got), len(got))
                 cells.append(f"{sum(got) / max(1, len(got)):.2f} ({len(got)})")
         print(f"| {name} | " + " | ".join(cells) + " |")
 
