@@ -119,6 +119,55 @@ def metric_table(
     return "\n".join(lines) + "\n"
 
 
+def sign_test(wins: int, losses: int) -> float:
+    """Exact two-sided sign test p-value for paired wins against losses (ties dropped)."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(wins, losses) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def paired_table(
+    records: Iterable[Record],
+    metric: str,
+    reference: str,
+    budgets: Sequence[float],
+    *,
+    where: Callable[[Record], bool] = lambda r: True,
+    order: Sequence[str] = (),
+) -> str:
+    """Every row against ``reference`` (a row label) on the items both have: ``+wins/-losses``
+    (items only the reference / only the row got right) and the sign test's p.
+
+    Why paired: rows share their items, so per-item differences are what tell methods
+    apart; two overlapping intervals can hide a consistent 10-to-1 split.
+    """
+    outcome: dict[str, dict[float, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+    for record in records:
+        if not where(record) or record.get(metric) is None or record["method"] in ("full", "kv_full"):
+            continue
+        outcome[label(record)][float(record["budget"])][record["item_id"]] = float(record[metric])
+    if reference not in outcome:
+        return f"_no {reference} records_\n"
+    rank = {name: index for index, name in enumerate(order)}
+    rows = sorted((r for r in outcome if r != reference), key=lambda row: (rank.get(row.split(" (")[0], len(rank)), row))
+    lines = [
+        f"| vs {reference} | " + " | ".join(f"@{b:g} +/- (N) | p" for b in budgets) + " |",
+        "|" + "---|" * (1 + 2 * len(budgets)),
+    ]
+    for row in rows:
+        parts = [row]
+        for budget in budgets:
+            mine, theirs = outcome[row].get(budget, {}), outcome[reference].get(budget, {})
+            shared = sorted(set(mine) & set(theirs))
+            wins = sum(1 for item in shared if mine[item] > theirs[item])
+            losses = sum(1 for item in shared if mine[item] < theirs[item])
+            parts += [f"+{wins}/-{losses} ({len(shared)})", f"{sign_test(wins, losses):.3f}"] if shared else ["—", "—"]
+        lines.append("| " + " | ".join(parts) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def cost_table(records: Iterable[Record], where: Callable[[Record], bool] = lambda r: True) -> str:
     """Per method, length and budget: compression s, TTFT s, decode tok/s, peak KV, peak RSS."""
     groups: dict[tuple[str, int, float], list[Record]] = defaultdict(list)

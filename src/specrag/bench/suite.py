@@ -14,7 +14,7 @@ from ..models import LoadedModel, load_model
 from .methods_kv import KV_DRAFT_METHODS, KV_METHODS, UNAVAILABLE
 from .methods_pc import DRAFT_METHODS, PC_METHODS
 from .plots import accuracy_vs_budget, ttft_vs_length
-from .report import complete_items, cost_table, metric_table
+from .report import complete_items, cost_table, label, metric_table, paired_table
 from .runner import SuiteConfig, load_records, run_suite
 
 ORDER = PC_METHODS + KV_METHODS
@@ -69,6 +69,9 @@ def summarise(
 
             parts.append(f"#### {task}, {length} tokens: answer contained in the compressed context\n")
             parts.append(metric_table(pc, "contained", budgets, where=here, order=ORDER))
+            for reference in sorted({label(r) for r in pc if here(r) and r["method"] == "sentence"}):
+                parts.append(f"\nPaired against `{reference}` on the same items (answer contained):\n")
+                parts.append(paired_table(pc, "contained", reference, budgets, where=here, order=ORDER))
             if task == "quoref":
                 for qtype in ("coref", "lexical"):
                     parts.append(f"\n{task} {length}, `{qtype}` questions only:\n")
