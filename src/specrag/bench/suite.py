@@ -67,12 +67,13 @@ def summarise(
             def here(r: dict[str, Any], task: str = task, length: int = length) -> bool:
                 return r["task"] == task and r["length"] == length
 
-            parts.append(f"#### {task}, {length} tokens: answer contained in the compressed context\n")
-            parts.append(metric_table(pc, "contained", budgets, where=here, order=ORDER))
+            if any(here(r) for r in pc):  # KV-only runs have no compressed context
+                parts.append(f"#### {task}, {length} tokens: answer contained in the compressed context\n")
+                parts.append(metric_table(pc, "contained", budgets, where=here, order=ORDER))
             for reference in sorted({label(r) for r in pc if here(r) and r["method"] == "sentence"}):
                 parts.append(f"\nPaired against `{reference}` on the same items (answer contained):\n")
                 parts.append(paired_table(pc, "contained", reference, budgets, where=here, order=ORDER))
-            if task == "quoref":
+            if task == "quoref" and any(here(r) for r in pc):
                 for qtype in ("coref", "lexical"):
                     parts.append(f"\n{task} {length}, `{qtype}` questions only:\n")
                     parts.append(
@@ -83,6 +84,10 @@ def summarise(
                 parts.append(metric_table([r for r in records if "em" in r], "em", budgets, where=here, order=ORDER))
                 parts.append("\n")
                 parts.append(metric_table([r for r in records if "f1" in r], "f1", budgets, where=here, rate=False, order=ORDER))
+                kv = [r for r in records if r.get("kind") == "kv" and "em" in r]
+                if any(here(r) and r["method"] == "kv_snapkv" for r in kv):
+                    parts.append("\nKV methods paired against `kv_snapkv` (window-only eviction) on the same items (EM):\n")
+                    parts.append(paired_table(kv, "em", "kv_snapkv", budgets, where=here, order=ORDER))
             if img_dir is not None and any(here(r) for r in pc):
                 accuracy_vs_budget(pc, "contained", img_dir / f"{stem}-{task}-{length}-contained.png",
                                    title=f"{task} {length}: answer contained", where=here)
