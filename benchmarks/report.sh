@@ -28,7 +28,7 @@ if [ -z "${TABLES_ONLY:-}" ]; then
      --methods truncate,random,sentence,specpc,specpc_snap --out $D/bench-8k.jsonl
   # RULER-style synthetic tasks, 2k, answer contained
   $B --tasks niah_single,niah_multikey,niah_multivalue,vt --lengths 2048 --limit 10 --draft smollm2-135m \
-     --methods truncate,random,sentence,selfinfo,window,specpc --out $D/bench-ruler.jsonl
+     --methods truncate,random,sentence,selfinfo,window,specpc,specpc_snap,specpc_fused --out $D/bench-ruler.jsonl
   # The target answers: EM/F1, time to first token, decode speed, KV bytes, peak memory
   $A --tasks quoref --lengths 2048 --limit 10 --draft smollm2-135m --budgets 0.1,0.25 \
      --methods full,truncate,sentence,specpc,specpc_snap,specpc_fused --out $D/bench-answers.jsonl
