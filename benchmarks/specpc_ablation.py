@@ -13,7 +13,7 @@ and then evaluates every combination under the benchmark's own target-token sele
 
 Usage::
 
-    .venv/bin/python benchmarks/specpc_ablation.py --limit 100 --cache ablation.pkl
+    .venv/bin/python benchmarks/specpc_ablation.py --limit 50 --cache ablation.pkl
 """
 
 from __future__ import annotations
@@ -40,12 +40,6 @@ from specrag.fusion import fuse_ranks, snap_to_sentences
 from specrag.models import load_model
 from specrag.scoring import centred_max_pool
 from specrag.specpc import SpecPC
-
-CHAT_HEADER = (
-    "<|im_start|>system\nAnswer the question with a short phrase copied from the documents."
-    "<|im_end|>\n<|im_start|>user\nDocuments:\n\n"
-)
-CHAT_QUESTION = "\n\nQuestion: {question}<|im_end|>\n<|im_start|>assistant\n"
 
 
 def attention_units(pc: SpecPC, item: BenchItem, units: Units) -> list[np.ndarray]:
@@ -87,8 +81,8 @@ def main() -> None:
         items = [item for item in items if f"{args.draft}|{item.item_id}" in cache]
     draft = load_model(args.draft, "cpu")
     plain = SpecPC(draft, progress=False)
-    chat = SpecPC(draft, progress=False, lookahead=args.lookahead, context_header=CHAT_HEADER,
-                  question_template=CHAT_QUESTION)
+    # The draft answers in its own chat frame, so its lookahead tokens are an answer.
+    chat = SpecPC(draft, progress=False, lookahead=args.lookahead, chat=True, question_template="\n\nQuestion: {question}")
     sentence = SentenceSimilarity(embed)
     started = time.perf_counter()
     for item in tqdm(items, desc="score"):
