@@ -30,8 +30,10 @@ if [ -z "${TABLES_ONLY:-}" ]; then
   $B --tasks niah_single,niah_multikey,niah_multivalue,vt --lengths 2048 --limit 10 --draft smollm2-135m \
      --methods truncate,random,sentence,selfinfo,window,specpc,specpc_snap,specpc_fused --out $D/bench-ruler.jsonl
   # The target answers: EM/F1, time to first token, decode speed, KV bytes, peak memory
+  $A --tasks quoref --lengths 2048 --limit 20 --draft smollm2-135m --budgets 0.1,0.25 \
+     --methods full,sentence,specpc,specpc_snap,specpc_fused --out $D/bench-answers.jsonl
   $A --tasks quoref --lengths 2048 --limit 10 --draft smollm2-135m --budgets 0.1,0.25 \
-     --methods full,truncate,sentence,specpc,specpc_snap,specpc_fused --out $D/bench-answers.jsonl
+     --methods truncate --out $D/bench-answers.jsonl
   $A --tasks quoref --lengths 4096 --limit 5 --draft smollm2-135m --budgets 0.25 \
      --methods full,specpc --out $D/bench-ttft.jsonl
   # KV-cache methods at a tenth of the prompt
