@@ -26,7 +26,9 @@ Methods
 Both ``window`` and ``specpc`` use ``lookahead=1`` (prefill queries only): with the plain
 ``Answer:`` template the SmolLM2 draft's first greedy token is its end-of-turn token in most
 items (docs/tuning.md), so lookahead adds nothing there. What separates the rows is the
-scoring recipe (layers, weighting, smoothing), not lookahead.
+scoring recipe (layers, weighting, smoothing), not lookahead. Real lookahead, with the draft
+answering in its chat frame (``SpecPC(chat=True, lookahead=16)``), was measured apart in
+``benchmarks/specpc_ablation.py``: at most 2 points with the 135M draft, so no row uses it.
 """
 
 from __future__ import annotations
