@@ -18,9 +18,12 @@ of a sentence its sentence's best score keeps sentences whole where the budget a
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
+
+Embedder = Callable[[Sequence[str]], np.ndarray]
+"""Texts -> one unit-length vector per row (dot product = cosine similarity)."""
 
 _SENTENCE = re.compile(r"[^.!?。！？\n]+(?:[.!?。！？]+|\n|$)")
 
@@ -35,11 +38,41 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
 def sentence_index(text: str, char_starts: np.ndarray) -> np.ndarray:
     """Index (into :func:`sentence_spans`) of the sentence each character offset falls in;
     offsets before the first sentence (leading blanks) get 0."""
-    spans = sentence_spans(text)
+    return _index_in(sentence_spans(text), char_starts)
+
+
+def _index_in(spans: list[tuple[int, int]], char_starts: np.ndarray) -> np.ndarray:
     if not spans:
         return np.zeros(len(char_starts), dtype=np.int64)
     starts = np.array([start for start, _ in spans])
     return np.clip(np.searchsorted(starts, char_starts, side="right") - 1, 0, len(spans) - 1)
+
+
+def sentence_relevance(
+    embed: Embedder, question: str, documents: Sequence[str], char_starts: Sequence[np.ndarray]
+) -> list[np.ndarray]:
+    """Per document, the cosine to ``question`` of the sentence each offset in
+    ``char_starts[i]`` falls in; blank documents get zeros. One ``embed`` call for all
+    sentences of all documents, the question first.
+
+    Raises
+    ------
+    ValueError
+        If ``embed`` returns another number of vectors than it was given texts.
+    """
+    spans = [sentence_spans(text) if text.strip() else [] for text in documents]
+    sentences = [text[start:end].strip() for text, doc_spans in zip(documents, spans) for start, end in doc_spans]
+    if not sentences:
+        return [np.zeros(len(starts)) for starts in char_starts]
+    vectors = np.asarray(embed([question, *sentences]), dtype=np.float64)
+    if vectors.shape[0] != len(sentences) + 1:
+        raise ValueError(f"embedder returned {vectors.shape[0]} vectors for {len(sentences) + 1} texts")
+    similarity = vectors[1:] @ vectors[0]
+    out, cursor = [], 0
+    for doc_spans, starts in zip(spans, char_starts):
+        out.append(similarity[cursor + _index_in(doc_spans, starts)] if doc_spans else np.zeros(len(starts)))
+        cursor += len(doc_spans)
+    return out
 
 
 def snap_to_sentences(text: str, char_starts: np.ndarray, scores: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm.auto import tqdm
 
 from .attention import AttentionCapture, capture_attention, enable_capture
-from .fusion import fuse_ranks, sentence_index, sentence_spans, snap_to_sentences
+from .fusion import Embedder, fuse_ranks, sentence_relevance, snap_to_sentences
 from .models import LoadedModel, load_model
 from .result import CompressedDocument, CompressionResult
 from .scoring import (
@@ -41,8 +41,6 @@ from .scoring import (
 from .segmentation import DocumentTokens, merge_spans, tokenize_document
 
 DEFAULT_DRAFT = "smollm2-135m"
-Embedder = Callable[[Sequence[str]], np.ndarray]
-"""Texts -> one unit-length vector per row (dot product = cosine similarity)."""
 _FALLBACK_MAX_TOKENS = 8192  # when a config states no position limit
 
 
@@ -549,24 +547,8 @@ class SpecPC:
         """Cosine of each token's sentence to the question (one embedder call per input)."""
         if self.embedder is None:
             return None
-        spans = [sentence_spans(text) if doc is not None else [] for text, doc in zip(docs, tokenized)]
-        sentences = [docs[i][start:end].strip() for i, doc_spans in enumerate(spans) for start, end in doc_spans]
-        if not sentences:
-            return tuple(np.zeros(0) for _ in docs)
-        vectors = np.asarray(self.embedder([question, *sentences]), dtype=np.float64)
-        if vectors.shape[0] != len(sentences) + 1:
-            raise ValueError(
-                f"embedder returned {vectors.shape[0]} vectors for {len(sentences) + 1} texts"
-            )
-        similarity = vectors[1:] @ vectors[0]
-        out, cursor = [], 0
-        for text, doc, doc_spans in zip(docs, tokenized, spans):
-            if doc is None:
-                out.append(np.zeros(0))
-                continue
-            out.append(similarity[cursor + sentence_index(text, doc.token_starts)])
-            cursor += len(doc_spans)
-        return tuple(out)
+        starts = [doc.token_starts if doc is not None else np.zeros(0, dtype=np.int64) for doc in tokenized]
+        return tuple(sentence_relevance(self.embedder, question, docs, starts))
 
     # ------------------------------------------------------------------ helpers
     def _call_budget(

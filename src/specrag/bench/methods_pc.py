@@ -41,10 +41,10 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from ..fusion import sentence_spans
+from ..fusion import Embedder, sentence_relevance
 from ..models import LoadedModel
 from ..segmentation import tokenize_document
-from ..specpc import Embedder, SpecPC
+from ..specpc import SpecPC
 from .budget import Units, token_scores_to_units
 from .tasks import BenchItem
 
@@ -122,20 +122,8 @@ class SentenceSimilarity:
         self.embed = embed
 
     def score(self, item: BenchItem, units: Units) -> Keys:
-        spans: list[list[tuple[int, int]]] = []
-        texts: list[str] = []
-        for text in units.documents:
-            spans.append(sentence_spans(text) or [(0, len(text))])
-            texts.extend(text[start:end].strip() or text for start, end in spans[-1])
-        vectors = np.asarray(self.embed([item.question, *texts]), dtype=np.float64)
-        similarity = vectors[1:] @ vectors[0]
-        primary, cursor = [], 0
-        for index, doc_spans in enumerate(spans):
-            starts = np.array([start for start, _ in doc_spans])
-            unit_starts, _ = units.unit_bounds(index)
-            which = np.clip(np.searchsorted(starts, unit_starts, side="right") - 1, 0, len(doc_spans) - 1)
-            primary.append(similarity[cursor + which])
-            cursor += len(doc_spans)
+        unit_starts = [units.unit_bounds(index)[0] for index in range(len(units.documents))]
+        primary = sentence_relevance(self.embed, item.question, units.documents, unit_starts)
         return [primary, _positions(units)]
 
 
