@@ -21,7 +21,8 @@ never below SpecKV's window; the kept fraction reported is budget / prompt token
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from ..models import LoadedModel
 from ..speckv import SpecKV, SpecKVResult
@@ -47,16 +48,13 @@ class KVMethod:
     target: LoadedModel
     draft: LoadedModel | None
     compressor: SpecPC | None = None
-    lookahead_off: bool = False
-    streaming: bool = False
+    settings: Mapping[str, object] = field(default_factory=dict)
+    """:class:`~specrag.SpecKVSettings` fields that define the method (e.g. ``policy``)."""
 
     def engine(self, budget: int) -> SpecKV:
-        settings: dict[str, object] = {"lookahead": 0} if self.lookahead_off else {}
-        if self.streaming:
-            settings["policy"] = "streaming"
         if self.compressor is not None:
-            return SpecKV(self.target, None, budget=budget, compressor=self.compressor, **settings)
-        return SpecKV(self.target, self.draft, budget=budget, **settings)
+            return SpecKV(self.target, None, budget=budget, compressor=self.compressor, **self.settings)
+        return SpecKV(self.target, self.draft, budget=budget, **self.settings)
 
     def kv_budget(self, prompt_tokens: int, ratio: float | None) -> int:
         """Cache entries at ``ratio`` of the prompt; the full cache when ``ratio`` is None."""
@@ -82,9 +80,9 @@ def make_kv_method(name: str, *, target: LoadedModel, draft: LoadedModel | None)
     if name == "kv_full":
         return KVMethod(name, target, None)
     if name == "kv_streaming":
-        return KVMethod(name, target, None, streaming=True)
+        return KVMethod(name, target, None, settings={"policy": "streaming"})
     if name == "kv_snapkv":
-        return KVMethod(name, target, None, lookahead_off=True)
+        return KVMethod(name, target, None, settings={"lookahead": 0})
     if name == "kv_speckv":
         return KVMethod(name, target, draft)
     if name == "kv_oracle":
