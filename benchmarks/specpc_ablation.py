@@ -31,31 +31,13 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from specrag.bench.budget import Units, select, target_units
-from specrag.bench.methods_pc import SentenceSimilarity, _positions
+from specrag.bench.methods_pc import DraftAttention, SentenceSimilarity, _positions
 from specrag.bench.metrics import answer_contained
 from specrag.bench.tasks import BenchItem, build_items
 from specrag.bundles import bundle_dir
 from specrag.demo import embed
 from specrag.fusion import fuse_ranks, snap_to_sentences
 from specrag.models import load_model
-from specrag.scoring import centred_max_pool
-from specrag.specpc import SpecPC
-
-
-def attention_units(pc: SpecPC, item: BenchItem, units: Units) -> list[np.ndarray]:
-    """SpecPC's widened score per target unit (its primary ranking key)."""
-    from specrag.bench.budget import token_scores_to_units
-
-    scored = pc.score(list(units.documents), item.question)
-    out = []
-    for index, doc in enumerate(scored.tokenized):
-        if doc is None or doc.num_tokens == 0:
-            out.append(np.zeros(units.tokens[index].num_units))
-            continue
-        pooled = centred_max_pool(scored.scores[index], pc.settings.pool_kernel)
-        widened = centred_max_pool(pooled, pc.settings.neighbourhood)
-        out.append(token_scores_to_units(units, index, doc.token_starts, widened))
-    return out
 
 
 def main() -> None:
@@ -80,9 +62,11 @@ def main() -> None:
     if args.eval_only:
         items = [item for item in items if f"{args.draft}|{item.item_id}" in cache]
     draft = load_model(args.draft, "cpu")
-    plain = SpecPC(draft, progress=False)
+    plain = DraftAttention("specpc", draft)
     # The draft answers in its own chat frame, so its lookahead tokens are an answer.
-    chat = SpecPC(draft, progress=False, lookahead=args.lookahead, chat=True, question_template="\n\nQuestion: {question}")
+    chat = DraftAttention(
+        "specpc_chat", draft, lookahead=args.lookahead, chat=True, question_template="\n\nQuestion: {question}"
+    )
     sentence = SentenceSimilarity(embed)
     started = time.perf_counter()
     for item in tqdm(items, desc="score"):
@@ -91,8 +75,9 @@ def main() -> None:
             continue
         units = target_units(tokenizer, item.documents)
         cache[key] = {
-            "plain": attention_units(plain, item, units),
-            "chat": attention_units(chat, item, units),
+            # SpecPC's primary ranking key per target unit, exactly as the bench computes it.
+            "plain": plain.score(item, units)[0],
+            "chat": chat.score(item, units)[0],
             "sentence": sentence.score(item, units)[0],
         }
         args.cache.write_bytes(pickle.dumps(cache))
