@@ -114,9 +114,7 @@ def run_item(
     budget = NO_EVICTION
     for method in METHODS:  # "full" first: its prompt length sets the others' budget
         engine = engine_for(method, target, draft, budget)
-        result = engine.generate(
-            messages, documents=list(item.documents), max_new_tokens=max_new_tokens
-        )
+        result = engine.generate(messages, documents=list(item.documents), max_new_tokens=max_new_tokens)
         if method == "full":
             row["prompt_tokens"] = result.prompt_tokens
             budget = max(32, round(ratio * result.prompt_tokens))
@@ -171,11 +169,7 @@ def lookahead_sweep(args: argparse.Namespace) -> None:
     """
     model = load_model(args.sweep_model)
     lookaheads = [int(value) for value in args.sweep_lookaheads.split(",")]
-    print(
-        "| seed | prompt tokens | budget | full | "
-        + " | ".join(f"lookahead {n}" for n in lookaheads)
-        + " |"
-    )
+    print("| seed | prompt tokens | budget | full | " + " | ".join(f"lookahead {n}" for n in lookaheads) + " |")
     print("|---" * (4 + len(lookaheads)) + "|")
     for seed in range(args.sweep_seeds):
         sample = single_needle(args.sweep_tokens, model.tokenizer, seed=seed + 1, depth=0.5)
@@ -184,10 +178,7 @@ def lookahead_sweep(args: argparse.Namespace) -> None:
         full = SpecKV(model, model, budget=NO_EVICTION).generate(messages, max_new_tokens=20)
         budget = max(32, round(args.budget_ratio * full.prompt_tokens))
         found = [
-            sample.answer
-            in SpecKV(model, model, budget=budget, lookahead=n)
-            .generate(messages, max_new_tokens=20)
-            .text
+            sample.answer in SpecKV(model, model, budget=budget, lookahead=n).generate(messages, max_new_tokens=20).text
             for n in lookaheads
         ]
         cells = " | ".join("found" if hit else "lost" for hit in found)

@@ -34,10 +34,10 @@ from specrag.bench.budget import Units, select, target_units
 from specrag.bench.methods_pc import DraftAttention, SentenceSimilarity, _positions
 from specrag.bench.metrics import answer_contained
 from specrag.bench.tasks import BenchItem, build_items
-from specrag.bundles import bundle_dir
-from specrag.demo import embed
-from specrag.fusion import fuse_ranks, snap_to_sentences
-from specrag.models import load_model
+from specrag.core.bundles import bundle_dir
+from specrag.core.embeddings import embed
+from specrag.core.models import load_model
+from specrag.core.specpc.ranking import fuse_ranks, snap_to_sentences
 
 
 def main() -> None:
@@ -100,22 +100,24 @@ def main() -> None:
     variants["specpc, sentence-snapped"] = lambda c, u, i: [sentence_max(u, c["plain"]), c["plain"], positions(u)]
     variants["specpc+chat lookahead, snapped"] = lambda c, u, i: [sentence_max(u, c["chat"]), c["chat"], positions(u)]
     for weight in (0.5, 1.0, 2.0):
-        variants[f"fused w={weight:g}"] = (
-            lambda c, u, i, w=weight: [fuse_ranks([c["plain"], c["sentence"]], [1.0, w]), positions(u)]
-        )
-        variants[f"fused w={weight:g}, snapped"] = (
-            lambda c, u, i, w=weight: [
-                sentence_max(u, fuse_ranks([c["plain"], c["sentence"]], [1.0, w])), c["plain"], positions(u)
-            ]
-        )
-        variants[f"fused chat w={weight:g}, snapped"] = (
-            lambda c, u, i, w=weight: [
-                sentence_max(u, fuse_ranks([c["chat"], c["sentence"]], [1.0, w])), c["chat"], positions(u)
-            ]
-        )
-        variants[f"fused chat w={weight:g}"] = (
-            lambda c, u, i, w=weight: [fuse_ranks([c["chat"], c["sentence"]], [1.0, w]), positions(u)]
-        )
+        variants[f"fused w={weight:g}"] = lambda c, u, i, w=weight: [
+            fuse_ranks([c["plain"], c["sentence"]], [1.0, w]),
+            positions(u),
+        ]
+        variants[f"fused w={weight:g}, snapped"] = lambda c, u, i, w=weight: [
+            sentence_max(u, fuse_ranks([c["plain"], c["sentence"]], [1.0, w])),
+            c["plain"],
+            positions(u),
+        ]
+        variants[f"fused chat w={weight:g}, snapped"] = lambda c, u, i, w=weight: [
+            sentence_max(u, fuse_ranks([c["chat"], c["sentence"]], [1.0, w])),
+            c["chat"],
+            positions(u),
+        ]
+        variants[f"fused chat w={weight:g}"] = lambda c, u, i, w=weight: [
+            fuse_ranks([c["chat"], c["sentence"]], [1.0, w]),
+            positions(u),
+        ]
 
     rows = []
     for name, build in variants.items():

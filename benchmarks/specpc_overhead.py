@@ -10,7 +10,8 @@ runs), it measures:
 
 Ratio = compress / forward seconds, the figure the SpecPC issue asks to keep <= 1.15.
 Peak memory is the child's max RSS minus its resident memory after loading the model and
-building the input, i.e. what the operation needed at its peak. Inputs longer than the draft's position limit are compressed in pieces;
+building the input, i.e. what the operation needed at its peak. Inputs longer than the draft's
+position limit are compressed in pieces;
 the forward baseline still reads them in one pass, as a plain forward would.
 
 Usage::
@@ -79,9 +80,21 @@ def _current_rss_kib() -> int:
 
 
 def _measure(mode: str, draft: str, length: int, repeats: int, threads: int, warmup: bool) -> dict[str, float]:
-    command = [sys.executable, __file__, "--child", mode, "--draft", draft,
-               "--lengths", str(length), "--repeats", str(repeats), "--threads", str(threads),
-               "--warmup" if warmup else "--no-warmup"]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        mode,
+        "--draft",
+        draft,
+        "--lengths",
+        str(length),
+        "--repeats",
+        str(repeats),
+        "--threads",
+        str(threads),
+        "--warmup" if warmup else "--no-warmup",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode:
         raise RuntimeError(f"{mode} at {length} tokens failed:\n{done.stderr[-3000:]}")
@@ -94,26 +107,32 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[2048, 8192, 16384])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=True,
-                        help="run each operation once before timing it")
+    parser.add_argument(
+        "--warmup", action=argparse.BooleanOptionalAction, default=True, help="run each operation once before timing it"
+    )
     parser.add_argument("--child", choices=["forward", "compress"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(_child(args.child, args.draft, args.lengths[0], args.repeats, args.threads, args.warmup)))
         return
 
-    print(f"draft {args.draft}; {platform.processor() or platform.machine()}, {args.threads} threads, "
-          f"torch {torch.__version__}; median of {args.repeats} run(s)"
-          + (" after a warm-up" if args.warmup else ", no warm-up"))
+    print(
+        f"draft {args.draft}; {platform.processor() or platform.machine()}, {args.threads} threads, "
+        f"torch {torch.__version__}; median of {args.repeats} run(s)"
+        + (" after a warm-up" if args.warmup else ", no warm-up")
+    )
     print()
     print("| tokens | forward s | compress s | ratio | forward peak +MiB | compress peak +MiB |")
     print("|---:|---:|---:|---:|---:|---:|")
     for length in args.lengths:
         forward = _measure("forward", args.draft, length, args.repeats, args.threads, args.warmup)
         compress = _measure("compress", args.draft, length, args.repeats, args.threads, args.warmup)
-        print(f"| {forward['tokens']} | {forward['seconds']:.2f} | {compress['seconds']:.2f} | "
-              f"{compress['seconds'] / forward['seconds']:.2f} | {forward['peak_growth_mib']:.0f} | "
-              f"{compress['peak_growth_mib']:.0f} |", flush=True)
+        print(
+            f"| {forward['tokens']} | {forward['seconds']:.2f} | {compress['seconds']:.2f} | "
+            f"{compress['seconds'] / forward['seconds']:.2f} | {forward['peak_growth_mib']:.0f} | "
+            f"{compress['peak_growth_mib']:.0f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

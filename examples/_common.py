@@ -14,15 +14,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from specrag import load_model
+from specrag.core.embeddings import embed
+from specrag.core.specpc import DEFAULT_DRAFT
 from specrag.demo import (
     DEFAULT_ANSWERER,
     DEFAULT_INSTRUCTION,
     Corpus,
     Passage,
-    embed,
     load_corpus,
 )
-from specrag.specpc import DEFAULT_DRAFT
 
 __all__ = [
     "DEFAULT_INSTRUCTION",
@@ -38,9 +38,7 @@ __all__ = [
 ]
 
 
-def parse_args(
-    description: str, argv: Sequence[str] | None = None, *, answering: bool = True
-) -> argparse.Namespace:
+def parse_args(description: str, argv: Sequence[str] | None = None, *, answering: bool = True) -> argparse.Namespace:
     """The options every example takes; ``answering`` adds --llm/--no-answer/--max-new-tokens."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--question", "-q", help="question to ask; default a bundled one")
@@ -48,9 +46,7 @@ def parse_args(
     parser.add_argument("--top-k", type=int, default=4, help="passages to retrieve")
     parser.add_argument("--draft", default=DEFAULT_DRAFT, help="SpecPC draft model")
     if answering:
-        parser.add_argument(
-            "--llm", default=DEFAULT_ANSWERER, help="answering model: bundle name or folder"
-        )
+        parser.add_argument("--llm", default=DEFAULT_ANSWERER, help="answering model: bundle name or folder")
         parser.add_argument("--no-answer", action="store_true", help="stop after compression")
         parser.add_argument("--max-new-tokens", type=int, default=64, help="longest answer")
         parser.add_argument(

@@ -28,20 +28,16 @@ from langchain_core.messages import (
 )
 
 from specrag import SpecPC
+from specrag.core.specpc import DEFAULT_DRAFT
 from specrag.langchain import SpecPCMessageTrimmer
-from specrag.specpc import DEFAULT_DRAFT
 
-FINAL_QUESTION = (
-    "Before I go: which port must our firewall open so the Larkspur agents reach the server?"
-)
+FINAL_QUESTION = "Before I go: which port must our firewall open so the Larkspur agents reach the server?"
 EVIDENCE = "7412"  # stated only in the first tool output, many messages back
 
 
 def _search_output(corpus: Corpus, prefix: str) -> str:
     """What a ``search_docs`` tool returns: every passage whose id starts with ``prefix``."""
-    return "\n\n".join(
-        f"[{p.id}] {p.title}\n{p.text}" for p in corpus.passages if p.id.startswith(prefix)
-    )
+    return "\n\n".join(f"[{p.id}] {p.title}\n{p.text}" for p in corpus.passages if p.id.startswith(prefix))
 
 
 def _call(call_id: str, name: str, **args: str) -> ToolCall:
@@ -51,9 +47,7 @@ def _call(call_id: str, name: str, **args: str) -> ToolCall:
 def conversation(corpus: Corpus) -> list[BaseMessage]:
     """A lab assistant's session: three topics, four tool calls, long tool outputs."""
     return [
-        SystemMessage(
-            "You are a lab assistant. Use search_docs to look things up; cite passage ids."
-        ),
+        SystemMessage("You are a lab assistant. Use search_docs to look things up; cite passage ids."),
         HumanMessage("Our Larkspur agents keep failing uploads. How is the server set up?"),
         AIMessage("", tool_calls=[_call("call_1", "search_docs", query="Larkspur server setup")]),
         ToolMessage(_search_output(corpus, "larkspur"), tool_call_id="call_1", name="search_docs"),

@@ -67,9 +67,7 @@ def format_docs(documents: Sequence[Document]) -> str:
 def build_store(passages: Sequence[Passage]) -> InMemoryVectorStore:
     """An in-memory vector store holding the corpus; passage ids become document ids."""
     store = InMemoryVectorStore(MiniLMEmbeddings())
-    store.add_documents(
-        [Document(page_content=p.text, metadata={"title": p.title}, id=p.id) for p in passages]
-    )
+    store.add_documents([Document(page_content=p.text, metadata={"title": p.title}, id=p.id) for p in passages])
     return store
 
 
@@ -81,9 +79,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     # The drop-in: the retriever you had, wrapped. Downstream code does not change.
     compressing = ContextualCompressionRetriever(
-        base_compressor=SpecPCCompressor(
-            draft=args.draft, keep_ratio=args.keep, instruction=DEFAULT_INSTRUCTION
-        ),
+        base_compressor=SpecPCCompressor(draft=args.draft, keep_ratio=args.keep, instruction=DEFAULT_INSTRUCTION),
         base_retriever=retriever,
     )
 
@@ -93,25 +89,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         # The answering model: SpecKV over the target, its cache kept within --kv-budget
         # entries, guided by the same small draft that compressed the documents.
-        llm = ChatSpecKV(
-            target=args.llm, draft=args.draft, budget=args.kv_budget, max_tokens=args.max_new_tokens
-        )
+        llm = ChatSpecKV(target=args.llm, draft=args.draft, budget=args.kv_budget, max_tokens=args.max_new_tokens)
         answer_chain = (
             RunnableLambda(lambda x: {"context": format_docs(x["docs"]), "question": x["question"]})
             | PROMPT
             | llm
             | StrOutputParser()
         )
-        chain = RunnableParallel(docs=compressing, question=RunnablePassthrough()).assign(
-            answer=answer_chain
-        )
+        chain = RunnableParallel(docs=compressing, question=RunnablePassthrough()).assign(answer=answer_chain)
         output = chain.invoke(question.text)
         documents, answer = output["docs"], output["answer"]
 
     # Only to show what compression removed: the plain retriever's documents for comparison.
-    retrieved = [
-        (d.id or "", d.metadata["title"], d.page_content) for d in retriever.invoke(question.text)
-    ]
+    retrieved = [(d.id or "", d.metadata["title"], d.page_content) for d in retriever.invoke(question.text)]
     kept = {d.id or "": d.metadata[METADATA_KEY]["kept_tokens"] for d in documents}
     print_report(question, retrieved, kept, format_docs(documents), args.draft)
     if answer is not None:

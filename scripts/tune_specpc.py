@@ -39,13 +39,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from specrag.attention import AttentionCapture, capture_attention, window_attention_scores
 from specrag.bench.metrics import answer_contained
 from specrag.bench.quoref import MultiDocItem, load_quoref, multi_doc_items
-from specrag.models import LoadedModel, load_model
-from specrag.scoring import resolve_budget
-from specrag.segmentation import DocumentTokens, tokenize_document
-from specrag.specpc import SpecPC, _build_document
+from specrag.core.attention import AttentionCapture, capture_attention, window_attention_scores
+from specrag.core.budget import resolve_budget
+from specrag.core.models import LoadedModel, load_model
+from specrag.core.segmentation import DocumentTokens, tokenize_document
+from specrag.core.specpc import SpecPC, _build_document
 
 RATIOS = (0.1, 0.25)
 
@@ -121,12 +121,8 @@ class RecordingCapture(AttentionCapture):
             weights = torch.linspace(0.0, 1.0, n, device=query.device) if n > 1 else torch.ones(1)
             self.prefill[window][layer_idx] = self._scores(query[:, :, q_len - n :], key, scale, weights)
 
-    def _scores(
-        self, query: torch.Tensor, key: torch.Tensor, scale: float, weights: torch.Tensor
-    ) -> np.ndarray:
-        scores = window_attention_scores(
-            query, key, scaling=scale, query_weights=weights, chunk=self.query_chunk
-        )
+    def _scores(self, query: torch.Tensor, key: torch.Tensor, scale: float, weights: torch.Tensor) -> np.ndarray:
+        scores = window_attention_scores(query, key, scaling=scale, query_weights=weights, chunk=self.query_chunk)
         return scores[0, : self.num_keys].float().cpu().numpy()
 
 
@@ -173,9 +169,7 @@ def _run_piece(pc: SpecPC, ids: list[int], capture: RecordingCapture, lookahead:
 
 def record_item(pc: SpecPC, item: MultiDocItem, windows: Sequence[int], lookahead: int) -> ItemRecord:
     """Run the draft once over ``item`` and keep per-layer, per-window, per-step scores."""
-    tokenized = [
-        tokenize_document(pc.draft.tokenizer, text, pc.settings.max_unit_tokens) for text in item.documents
-    ]
+    tokenized = [tokenize_document(pc.draft.tokenizer, text, pc.settings.max_unit_tokens) for text in item.documents]
     total = sum(doc.num_tokens for doc in tokenized)
     layers = pc.draft.num_layers
     prefill = {w: np.zeros((layers, total), np.float32) for w in windows}
@@ -290,9 +284,7 @@ def run_rows(
     rows = []
     for setting in settings:
         chosen = selector(setting.pool_kernel, setting.neighbourhood)
-        outcomes = {
-            r: [evaluate(chosen, rec, derive_scores(rec, setting), r) for rec in records] for r in RATIOS
-        }
+        outcomes = {r: [evaluate(chosen, rec, derive_scores(rec, setting), r) for rec in records] for r in RATIOS}
         rows.append(Row(f"{setting.label} ({setting.describe()})", outcomes))
     plain = selector(1, 1)
     rows.append(Row("baseline: truncation (first tokens)", {
@@ -340,9 +332,7 @@ def table(rows: Sequence[Row], reference: Row) -> str:
 
 def layer_curve(records: Sequence[ItemRecord], default: Setting, draft: LoadedModel, num_layers: int) -> str:
     """Contained rate for every start layer (selection at the default), as a compact table."""
-    chosen = SpecPC(
-        draft, pool_kernel=default.pool_kernel, neighbourhood=default.neighbourhood, progress=False
-    )
+    chosen = SpecPC(draft, pool_kernel=default.pool_kernel, neighbourhood=default.neighbourhood, progress=False)
     lines = ["| start_layer | " + " | ".join(f"@{r}" for r in RATIOS) + " |", "|---|" + "---|" * len(RATIOS)]
     for start in range(num_layers):
         setting = replace(default, start_layer=start)
@@ -388,9 +378,7 @@ def record_all(
     for index, item in enumerate(items, 1):
         records.append(record_item(pc, item, windows, lookahead))
         if index % 10 == 0 or index == len(items):
-            print(
-                f"  {tag}: {index}/{len(items)} items, {time.perf_counter() - started:.0f} s", file=sys.stderr
-            )
+            print(f"  {tag}: {index}/{len(items)} items, {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return records
 
 
@@ -414,9 +402,7 @@ def summary(records: Sequence[ItemRecord], args: argparse.Namespace, lookahead: 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=100, help="tuning items")
-    parser.add_argument(
-        "--holdout", type=int, default=0, help="fresh items to re-check default vs per-axis best"
-    )
+    parser.add_argument("--holdout", type=int, default=0, help="fresh items to re-check default vs per-axis best")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--distractors", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (shared machines: keep it low)")
@@ -465,9 +451,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.holdout:
         used = {item.question for item in items}
         fresh = [e for e in examples if e.question not in used]
-        held_items = multi_doc_items(
-            args.holdout, seed=args.seed + 1, distractors=args.distractors, examples=fresh
-        )
+        held_items = multi_doc_items(args.holdout, seed=args.seed + 1, distractors=args.distractors, examples=fresh)
         held = record_all(recorder, held_items, windows, lookahead, "holdout")
         held_rows = run_rows(held, [default, combined], draft, args.seed + 1)
         report += [

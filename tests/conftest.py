@@ -13,3 +13,30 @@ from hypothesis import settings
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
 settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+# ---------------------------------------------------------------------------- tiny models
+# Built from configs in code (random weights, instant); module-scoped so a test module that
+# changes one (e.g. a chat template on its tokenizer) cannot leak into another module.
+import pytest  # noqa: E402
+
+from specrag import LoadedModel, build_tiny_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def llama() -> LoadedModel:
+    """A tiny random Llama: the default model of most unit tests."""
+    return build_tiny_model("llama")
+
+
+@pytest.fixture(scope="module")
+def qwen2() -> LoadedModel:
+    """A tiny random Qwen2 (its greedy answer to the SpecKV tests' prompt runs 40 tokens
+    without EOS, which decode tests need)."""
+    return build_tiny_model("qwen2")
+
+
+@pytest.fixture(scope="module")
+def draft(llama: LoadedModel) -> LoadedModel:
+    """The draft of SpecPC unit tests: the tiny Llama (modules may override it)."""
+    return llama

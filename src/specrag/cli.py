@@ -17,12 +17,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .bundles import BundleError, UnknownBundleError, list_bundles, pull_bundle
-from .demo import DEFAULT_ANSWERER, EmbeddingsUnavailableError
+from .core.bundles import BundleError, UnknownBundleError, list_bundles, pull_bundle
+from .core.embeddings import EmbeddingsUnavailableError
+from .core.specpc import DEFAULT_DRAFT, CompressionResult, SpecPC
+from .demo import DEFAULT_ANSWERER
 from .demo import run as run_demo
 from .render import summary_line, to_html, to_rich
-from .result import CompressionResult
-from .specpc import DEFAULT_DRAFT, SpecPC
 
 app = typer.Typer(
     help="Draft-model prompt compression (SpecPC) for RAG pipelines.",
@@ -40,13 +40,9 @@ DraftOption = Annotated[str, typer.Option("--draft", "-d", help="Bundle name, lo
 KeepOption = Annotated[
     float | None, typer.Option("--keep", "-k", help="Fraction of document tokens to keep, in (0, 1].")
 ]
-MaxTokensOption = Annotated[
-    int | None, typer.Option("--max-tokens", "-n", help="Absolute budget in draft tokens.")
-]
+MaxTokensOption = Annotated[int | None, typer.Option("--max-tokens", "-n", help="Absolute budget in draft tokens.")]
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")]
-HtmlOption = Annotated[
-    Path | None, typer.Option("--html", help="Also write a page with kept text highlighted.")
-]
+HtmlOption = Annotated[Path | None, typer.Option("--html", help="Also write a page with kept text highlighted.")]
 
 
 def _friendly(action: Callable[[], T]) -> T:
@@ -54,7 +50,12 @@ def _friendly(action: Callable[[], T]) -> T:
     try:
         return action()
     except (
-        ValueError, TypeError, BundleError, UnknownBundleError, FileNotFoundError, EmbeddingsUnavailableError
+        ValueError,
+        TypeError,
+        BundleError,
+        UnknownBundleError,
+        FileNotFoundError,
+        EmbeddingsUnavailableError,
     ) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         err.print(f"[bold red]error:[/] {message}")
@@ -94,7 +95,9 @@ def _emit(result: CompressionResult, *, as_json: bool, show: bool, html_path: Pa
 
 @app.command()
 def compress(
-    files: Annotated[list[str] | None, typer.Argument(help="Documents, one per file; '-' or nothing reads stdin.")] = None,
+    files: Annotated[
+        list[str] | None, typer.Argument(help="Documents, one per file; '-' or nothing reads stdin.")
+    ] = None,
     question: Annotated[str, typer.Option("--question", "-q", help="The question the context must answer.")] = "",
     instruction: Annotated[str | None, typer.Option(help="Instruction placed before the documents; never cut.")] = None,
     keep: KeepOption = None,
@@ -102,10 +105,14 @@ def compress(
     draft: DraftOption = DEFAULT_DRAFT,
     device: DeviceOption = "auto",
     paragraphs: Annotated[bool, typer.Option(help="Treat blank-line separated paragraphs as documents.")] = False,
-    snap: Annotated[str, typer.Option(help="word, or sentence: keep whole sentences where the budget allows.")] = "word",
+    snap: Annotated[
+        str, typer.Option(help="word, or sentence: keep whole sentences where the budget allows.")
+    ] = "word",
     embedder: Annotated[
         str | None,
-        typer.Option(help="minilm: fuse sentence-to-question similarity (embeddings extra) with the draft's attention."),
+        typer.Option(
+            help="minilm: fuse sentence-to-question similarity (embeddings extra) with the draft's attention."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
     show: Annotated[bool, typer.Option("--show", help="Highlight kept versus dropped text.")] = False,
@@ -138,9 +145,7 @@ def demo(
     ] = "auto",
     draft: DraftOption = DEFAULT_DRAFT,
     device: DeviceOption = "auto",
-    answer: Annotated[
-        bool, typer.Option("--answer/--no-answer", help="Also answer with --llm (loads it).")
-    ] = False,
+    answer: Annotated[bool, typer.Option("--answer/--no-answer", help="Also answer with --llm (loads it).")] = False,
     llm: Annotated[
         str, typer.Option("--llm", help="Answering model: bundle name, local folder or hub id.")
     ] = DEFAULT_ANSWERER,
@@ -171,7 +176,9 @@ def demo(
 
 @app.command()
 def bench(
-    tasks: Annotated[str, typer.Option(help="Comma list: quoref, niah_single, niah_multikey, niah_multivalue, vt.")] = "quoref",
+    tasks: Annotated[
+        str, typer.Option(help="Comma list: quoref, niah_single, niah_multikey, niah_multivalue, vt.")
+    ] = "quoref",
     lengths: Annotated[str, typer.Option(help="Comma list of context lengths in target tokens.")] = "2048",
     limit: Annotated[int, typer.Option(min=1, help="Items per task and length.")] = 20,
     seed: Annotated[int, typer.Option(help="Seeds item construction and the random baseline.")] = 0,
@@ -179,8 +186,12 @@ def bench(
     budgets: Annotated[str, typer.Option(help="Comma list of kept fractions (target tokens).")] = "0.1,0.25,0.5",
     draft: DraftOption = DEFAULT_DRAFT,
     target: Annotated[str, typer.Option("--target", "-t", help="Answering model.")] = "qwen2.5-coder-1.5b",
-    out: Annotated[Path, typer.Option(help="Per-item JSONL; finished results in it are skipped.")] = Path("bench-results.jsonl"),
-    answer: Annotated[bool, typer.Option("--answer/--no-answer", help="Let the target answer (EM/F1, timings).")] = False,
+    out: Annotated[Path, typer.Option(help="Per-item JSONL; finished results in it are skipped.")] = Path(
+        "bench-results.jsonl"
+    ),
+    answer: Annotated[
+        bool, typer.Option("--answer/--no-answer", help="Let the target answer (EM/F1, timings).")
+    ] = False,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest answer, greedy.")] = 16,
     device: DeviceOption = "auto",
     tables: Annotated[Path | None, typer.Option(help="Write markdown tables (95 % CIs) here.")] = None,
@@ -196,9 +207,20 @@ def bench(
 
             torch.set_num_threads(threads)
         records = run_command(
-            tasks=tasks, lengths=lengths, limit=limit, seed=seed, methods=methods, budgets=budgets,
-            draft=draft, target=target, out=out, answer=answer, max_new_tokens=max_new_tokens,
-            device=device, tables=tables, img_dir=img_dir,
+            tasks=tasks,
+            lengths=lengths,
+            limit=limit,
+            seed=seed,
+            methods=methods,
+            budgets=budgets,
+            draft=draft,
+            target=target,
+            out=out,
+            answer=answer,
+            max_new_tokens=max_new_tokens,
+            device=device,
+            tables=tables,
+            img_dir=img_dir,
         )
         err.print(f"{len(records)} results in {out}")
 

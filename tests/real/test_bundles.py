@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from specrag.bundles import (
+from specrag.core.bundles import (
     BUNDLES,
     MARKER_NAME,
     BundleChecksumError,
@@ -23,7 +23,7 @@ from specrag.bundles import (
     list_bundles,
     pull_bundle,
 )
-from specrag.models import load_model
+from specrag.core.models import load_model
 
 pytestmark = pytest.mark.real
 
@@ -31,7 +31,7 @@ DRAFT = "smollm2-135m"
 PULL_SCRIPT = (
     "import logging, sys\n"
     "logging.basicConfig(level=logging.INFO, stream=sys.stderr)\n"
-    "from specrag.bundles import pull_bundle\n"
+    "from specrag.core.bundles import pull_bundle\n"
     f"print(pull_bundle({DRAFT!r}, progress=False))\n"
 )
 
@@ -51,9 +51,7 @@ def test_pulled_draft_answers_sensibly(smollm2_dir: Path) -> None:
     )
     with torch.no_grad():
         output = loaded.model.generate(**inputs, max_new_tokens=12, do_sample=False)
-    answer = loaded.tokenizer.decode(
-        output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True
-    )
+    answer = loaded.tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer
 
 
@@ -70,9 +68,7 @@ def test_list_bundles_shows_the_draft_cached(smollm2_dir: Path) -> None:
     assert 200_000_000 < status.size_bytes < 400_000_000, "135M parameters in bf16"
 
 
-def test_wrong_checksum_is_refused_and_leaves_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_wrong_checksum_is_refused_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SPECRAG_HOME", str(tmp_path))
     tampered = BUNDLES[DRAFT].model_copy(update={"sha256": "f" * 64})
     with pytest.raises(BundleChecksumError) as caught:
@@ -82,9 +78,7 @@ def test_wrong_checksum_is_refused_and_leaves_nothing(
     assert [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".lock"] == []
 
 
-def test_concurrent_pulls_share_one_conversion(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_concurrent_pulls_share_one_conversion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SPECRAG_HOME", str(tmp_path))
     env = dict(os.environ)
     pullers = [

@@ -78,9 +78,7 @@ def test_demo_without_answer(tmp_path: Path) -> None:
 
 def test_demo_with_answer() -> None:
     question = "On which port does the Larkspur server listen for agents by default?"
-    output = run(
-        "-m", "specrag.cli", "demo", "--answer", *SMOKE, "--retriever", "bm25", "-q", question
-    )
+    output = run("-m", "specrag.cli", "demo", "--answer", *SMOKE, "--retriever", "bm25", "-q", question)
     assert "Retriever: BM25" in output
     assert "Expected: 7412" in output and "in the compressed context: yes" in output
     assert "Answer (smollm2-135m):" in output

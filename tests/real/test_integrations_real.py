@@ -77,8 +77,7 @@ def pc() -> SpecPC:
 
 def test_langchain_compressor_keeps_the_needle(pc: SpecPC) -> None:
     documents = [
-        Document(page_content=text, metadata={"source": f"doc{i}"}, id=f"id-{i}")
-        for i, text in enumerate(haystack())
+        Document(page_content=text, metadata={"source": f"doc{i}"}, id=f"id-{i}") for i, text in enumerate(haystack())
     ]
     out = SpecPCCompressor(compressor=pc, keep_ratio=0.25).compress_documents(documents, QUESTION)
     total = sum(d.metadata[METADATA_KEY]["original_tokens"] for d in out)
@@ -106,21 +105,14 @@ def test_langchain_trimming_keeps_the_needle(pc: SpecPC) -> None:
     messages.append(HumanMessage(QUESTION))
     trimmed = trim_messages_with_specpc(messages, compressor=pc, max_tokens=250)
     assert [type(m) for m in trimmed] == [type(m) for m in messages]
-    assert [getattr(m, "tool_call_id", None) for m in trimmed] == [
-        getattr(m, "tool_call_id", None) for m in messages
-    ]
+    assert [getattr(m, "tool_call_id", None) for m in trimmed] == [getattr(m, "tool_call_id", None) for m in messages]
     assert ANSWER in trimmed[2 + 2 * WHERE + 1].content
-    tokens = sum(
-        len(pc.draft.tokenizer.encode(m.content, add_special_tokens=False)) for m in trimmed
-    )
+    tokens = sum(len(pc.draft.tokenizer.encode(m.content, add_special_tokens=False)) for m in trimmed)
     assert tokens <= 250
 
 
 def test_llama_index_postprocessor_keeps_the_needle(pc: SpecPC) -> None:
-    nodes = [
-        NodeWithScore(node=TextNode(id_=f"n{i}", text=text), score=0.5)
-        for i, text in enumerate(haystack())
-    ]
+    nodes = [NodeWithScore(node=TextNode(id_=f"n{i}", text=text), score=0.5) for i, text in enumerate(haystack())]
     out = SpecPCPostprocessor(compressor=pc, keep_ratio=0.25, set_score=True).postprocess_nodes(
         nodes, query_str=QUESTION
     )

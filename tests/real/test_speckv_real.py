@@ -30,18 +30,14 @@ def test_large_budget_matches_generate_with_the_chat_template(smollm):
     assert smollm.tokenizer.chat_template and len(ids) > 10
     result = engine.generate(messages, max_new_tokens=12)
     with torch.inference_mode():
-        reference = smollm.model.generate(
-            torch.tensor([ids], device=smollm.device), max_new_tokens=12, do_sample=False
-        )
+        reference = smollm.model.generate(torch.tensor([ids], device=smollm.device), max_new_tokens=12, do_sample=False)
     assert result.token_ids == reference[0, len(ids) :].tolist()
 
 
 def test_needle_survives_eviction_to_a_quarter_of_the_prompt(smollm):
     sample = single_needle(300, smollm.tokenizer, seed=1, depth=0.5)
     context = "\n\n".join(sample.documents)
-    messages = [
-        {"role": "user", "content": f"{context}\n\n{sample.question} Answer with the number."}
-    ]
+    messages = [{"role": "user", "content": f"{context}\n\n{sample.question} Answer with the number."}]
     # The default lookahead, min(max_new_tokens, 64), lets the draft write the number
     # itself; with 12 or fewer draft tokens it stops before the number and the needle is
     # lost (measured on seeds 1-3), as it is with window-only eviction.

@@ -10,14 +10,52 @@ from specrag import SpecPC, load_model
 
 pytestmark = pytest.mark.real
 
-SUBJECTS = ["The farmer", "A young teacher", "The old bridge", "Our neighbour", "The city council",
-            "A travelling musician", "The river", "The museum guide", "A quiet student", "The baker"]
-VERBS = ["walked past", "talked about", "repaired", "painted", "forgot", "visited", "described",
-         "photographed", "measured", "ignored"]
-OBJECTS = ["the red barn", "a broken fence", "the morning market", "an empty station", "the harvest festival",
-           "a wooden boat", "the long corridor", "a box of letters", "the hillside orchard", "the winter garden"]
-TAILS = ["before noon.", "after the rain stopped.", "with great care.", "for the third time that week.",
-         "while the bells rang.", "without saying a word.", "in the late afternoon.", "as the fog lifted."]
+SUBJECTS = [
+    "The farmer",
+    "A young teacher",
+    "The old bridge",
+    "Our neighbour",
+    "The city council",
+    "A travelling musician",
+    "The river",
+    "The museum guide",
+    "A quiet student",
+    "The baker",
+]
+VERBS = [
+    "walked past",
+    "talked about",
+    "repaired",
+    "painted",
+    "forgot",
+    "visited",
+    "described",
+    "photographed",
+    "measured",
+    "ignored",
+]
+OBJECTS = [
+    "the red barn",
+    "a broken fence",
+    "the morning market",
+    "an empty station",
+    "the harvest festival",
+    "a wooden boat",
+    "the long corridor",
+    "a box of letters",
+    "the hillside orchard",
+    "the winter garden",
+]
+TAILS = [
+    "before noon.",
+    "after the rain stopped.",
+    "with great care.",
+    "for the third time that week.",
+    "while the bells rang.",
+    "without saying a word.",
+    "in the late afternoon.",
+    "as the fog lifted.",
+]
 NEEDLE = "The secret passphrase for the vault is amber falcon forty-two."
 
 

@@ -7,8 +7,8 @@ import threading
 import pytest
 import torch
 
-from specrag.attention import AttentionCapture, capture_attention, enable_capture, window_attention_scores
-from specrag.models import build_tiny_model
+from specrag.core.attention import AttentionCapture, capture_attention, enable_capture, window_attention_scores
+from specrag.core.models import build_tiny_model
 
 ARCHITECTURES = ["llama", "qwen2", "qwen3"]
 
@@ -67,8 +67,10 @@ def test_captures_in_two_threads_do_not_mix() -> None:
     loaded = build_tiny_model("qwen2")
     model = loaded.model
     enable_capture(model)
-    inputs = {name: torch.randint(0, loaded.vocab_size, (1, 64), generator=torch.Generator().manual_seed(seed))
-              for name, seed in (("a", 2), ("b", 3))}
+    inputs = {
+        name: torch.randint(0, loaded.vocab_size, (1, 64), generator=torch.Generator().manual_seed(seed))
+        for name, seed in (("a", 2), ("b", 3))
+    }
 
     def run(ids: torch.Tensor) -> torch.Tensor:
         capture = AttentionCapture(num_keys=ids.shape[1], window=16)

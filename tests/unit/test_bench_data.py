@@ -21,7 +21,7 @@ from specrag.bench.quoref import (
     multi_doc_items,
     parse_quoref,
 )
-from specrag.models import tiny_tokenizer
+from specrag.core.models import tiny_tokenizer
 
 
 # ---------------------------------------------------------------------------- metrics
@@ -163,11 +163,7 @@ def test_parse_quoref_splits_passage_question_and_cleans_answers() -> None:
 
 
 def test_parse_quoref_splits_at_the_last_question_marker() -> None:
-    task = {
-        "examples": [
-            {"input": "Passage: A line.\nQuestion: fake\nmore text.\nQuestion: Real?", "target": ["A."]}
-        ]
-    }
+    task = {"examples": [{"input": "Passage: A line.\nQuestion: fake\nmore text.\nQuestion: Real?", "target": ["A."]}]}
     (example,) = parse_quoref(task)
     assert example.question == "Real?"
     assert example.passage == "A line.\nQuestion: fake\nmore text."
@@ -255,9 +251,7 @@ def test_fetch_refuses_a_wrong_checksum_and_caches_nothing(fake_pip: Path) -> No
     assert not any((quoref.quoref_cache_path().parents[1] / "tmp").iterdir())
 
 
-def test_fetch_extracts_only_the_task_and_reuses_the_cache(
-    fake_pip: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_fetch_extracts_only_the_task_and_reuses_the_cache(fake_pip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(quoref, "BIGBENCH_SHA256", quoref._sha256(fake_pip))
     path = quoref.fetch_bigbench(progress=False)
     assert path == quoref.quoref_cache_path()

@@ -56,14 +56,24 @@ def models() -> dict[str, object]:
 
 def _config(out: Path, **overrides: object) -> SuiteConfig:
     settings: dict[str, object] = {
-        "tasks": TASKS, "lengths": (160,), "limit": 2, "seed": 0, "methods": ALL_METHODS, "budgets": (0.25,),
-        "answer": True, "max_new_tokens": 3, "out": out, "quoref_examples": _examples(),
+        "tasks": TASKS,
+        "lengths": (160,),
+        "limit": 2,
+        "seed": 0,
+        "methods": ALL_METHODS,
+        "budgets": (0.25,),
+        "answer": True,
+        "max_new_tokens": 3,
+        "out": out,
+        "quoref_examples": _examples(),
     }
     settings.update(overrides)
     return SuiteConfig(**settings)  # type: ignore[arg-type]
 
 
-def test_suite_runs_end_to_end_and_resumes(tmp_path: Path, models: dict[str, object], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_suite_runs_end_to_end_and_resumes(
+    tmp_path: Path, models: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "results.jsonl"
     config = _config(out)
     records = run_suite(config, target=models["target"], draft=models["draft"], embed=_embed, progress=False)  # type: ignore[arg-type]
@@ -71,7 +81,9 @@ def test_suite_runs_end_to_end_and_resumes(tmp_path: Path, models: dict[str, obj
     assert {r["method"] for r in records} == set(measured)
     assert len(records) == len(TASKS) * 2 * len(measured)  # 2 items, 1 budget (full rows at 1.0)
     for record in records:
-        assert {"em", "f1", "ttft_s", "decode_tok_s", "kv_bytes_peak", "peak_memory_bytes", "kept_fraction"} <= set(record)
+        assert {"em", "f1", "ttft_s", "decode_tok_s", "kv_bytes_peak", "peak_memory_bytes", "kept_fraction"} <= set(
+            record
+        )
         if record["kind"] == "pc":
             assert record["kept_tokens"] <= record["budget_tokens"]
             assert "contained" in record and record["compression_s"] >= 0
@@ -90,7 +102,9 @@ def test_suite_runs_end_to_end_and_resumes(tmp_path: Path, models: dict[str, obj
 
     # A killed run leaves a half-written line: it is ignored and the rest is reused.
     out.write_text("\n".join(lines) + '\n{"key": "broken', encoding="utf-8")
-    assert len(run_suite(config, target=models["target"], draft=models["draft"], embed=_embed, progress=False)) == len(records)  # type: ignore[arg-type]
+    assert len(run_suite(config, target=models["target"], draft=models["draft"], embed=_embed, progress=False)) == len(
+        records
+    )  # type: ignore[arg-type]
 
     report = summarise(records, config.budgets, tmp_path / "img")
     assert "kv_streaming" in report and "[" in report
@@ -164,6 +178,11 @@ def test_unknown_method_and_budget_are_refused(tmp_path: Path) -> None:
 
 def test_records_are_json(tmp_path: Path, models: dict[str, object]) -> None:
     out = tmp_path / "r.jsonl"
-    run_suite(_config(out, tasks=("niah_single",), methods=("truncate", "specpc"), answer=False), target=models["target"], draft=models["draft"], progress=False)  # type: ignore[arg-type]
+    run_suite(
+        _config(out, tasks=("niah_single",), methods=("truncate", "specpc"), answer=False),
+        target=models["target"],
+        draft=models["draft"],
+        progress=False,
+    )  # type: ignore[arg-type]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert {row["method"] for row in rows} == {"truncate", "specpc"} and all("em" not in row for row in rows)

@@ -1,4 +1,4 @@
-"""Fast, offline tests of specrag.bundles: the table, the cache layout and the pull steps.
+"""Fast, offline tests of specrag.core.bundles: the table, the cache layout and the pull steps.
 
 pip and the GGUF conversion are replaced by fakes here; tests/real/test_bundles.py runs
 the real thing.
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-import specrag._pip
-from specrag import bundles
-from specrag.bundles import (
+import specrag.core._pip
+from specrag.core import bundles
+from specrag.core.bundles import (
     BUNDLES,
     MARKER_NAME,
     BundleChecksumError,
@@ -31,7 +31,7 @@ from specrag.bundles import (
     pull_bundle,
     specrag_home,
 )
-from specrag.models import build_tiny_model, load_model
+from specrag.core.models import build_tiny_model, load_model
 
 PARTS = {"fake_a/data/part01.bin": b"GGUF" + b"a" * 5000, "fake_b/data/part02.bin": b"b" * 3000}
 FAKE_SHA = hashlib.sha256(b"".join(PARTS.values())).hexdigest()
@@ -80,9 +80,7 @@ def fake_convert(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """Replace GGUF dequantisation with a tiny random model; record the GGUFs it was given."""
     seen: list[Path] = []
 
-    def dequantise(
-        spec: BundleSpec, gguf_dir: Path
-    ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    def dequantise(spec: BundleSpec, gguf_dir: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         seen.append(gguf_dir / spec.gguf_name)
         assert (gguf_dir / spec.gguf_name).read_bytes() == b"".join(PARTS.values())
         tiny = build_tiny_model("qwen2")
@@ -193,15 +191,13 @@ def test_missing_part_is_reported(
     assert leftovers(home) == []
 
 
-def test_pip_failure_shows_its_stderr(
-    home: Path, fake_spec: BundleSpec, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_pip_failure_shows_its_stderr(home: Path, fake_spec: BundleSpec, monkeypatch: pytest.MonkeyPatch) -> None:
     def failing_run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
         assert command[1:5] == ["-m", "pip", "download", "--no-deps"]
         stderr = "noise\n" * 50 + "ERROR: No matching distribution found for fake-a==1.0\n"
         return subprocess.CompletedProcess(command, 1, "", stderr)
 
-    monkeypatch.setattr(specrag._pip.subprocess, "run", failing_run)
+    monkeypatch.setattr(specrag.core._pip.subprocess, "run", failing_run)
     with pytest.raises(BundleError, match="No matching distribution") as caught:
         pull_bundle(fake_spec, progress=False)
     assert "fake-a==1.0" in str(caught.value)

@@ -38,7 +38,9 @@ def files(tmp_path: Path) -> list[str]:
 
 
 def test_compress_prints_verbatim_context(draft_dir: str, files: list[str]) -> None:
-    result = runner.invoke(app, ["compress", "-q", "When was it finished?", "--keep", "0.5", "--draft", draft_dir, *files])
+    result = runner.invoke(
+        app, ["compress", "-q", "When was it finished?", "--keep", "0.5", "--draft", draft_dir, *files]
+    )
     assert result.exit_code == 0, result.output
     context = result.stdout.strip()
     assert context
@@ -70,8 +72,21 @@ def test_stdin_paragraphs_show_and_html(draft_dir: str, tmp_path: Path) -> None:
 def test_sentence_snapping_with_minilm_relevance(draft_dir: str, files: list[str]) -> None:
     result = runner.invoke(
         app,
-        ["compress", "-q", "When was it finished?", "--keep", "0.5", "--snap", "sentence",
-         "--embedder", "minilm", "--json", "-d", draft_dir, *files],
+        [
+            "compress",
+            "-q",
+            "When was it finished?",
+            "--keep",
+            "0.5",
+            "--snap",
+            "sentence",
+            "--embedder",
+            "minilm",
+            "--json",
+            "-d",
+            draft_dir,
+            *files,
+        ],
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)

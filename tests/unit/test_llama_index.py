@@ -25,8 +25,8 @@ from llama_index.core.schema import (
     TextNode,
 )
 
-import specrag.llama_index as li
-from specrag import SpecPC, build_tiny_model
+import specrag.integrations.llama_index as li
+from specrag import SpecPC
 from specrag.llama_index import METADATA_KEY, SpecPCPostprocessor
 
 TEXTS = [
@@ -37,11 +37,6 @@ TEXTS = [
     "A recipe: mix flour, sugar, eggs and butter, then bake the cake for thirty minutes.",
 ]
 QUERY = "What is the capital of France?"
-
-
-@pytest.fixture(scope="module")
-def draft():
-    return build_tiny_model("llama")
 
 
 @pytest.fixture(scope="module")
@@ -57,18 +52,14 @@ def make_nodes() -> list[NodeWithScore]:
             metadata={"source": f"doc{index}.txt", "page": index, "tags": ["a", "b"]},
             excluded_llm_metadata_keys=["page"],
             relationships={
-                NodeRelationship.SOURCE: RelatedNodeInfo(
-                    node_id=f"doc-{index}", metadata={"kind": "pdf"}
-                ),
+                NodeRelationship.SOURCE: RelatedNodeInfo(node_id=f"doc-{index}", metadata={"kind": "pdf"}),
             },
         )
         for index, text in enumerate(TEXTS)
     ]
     for previous, following in itertools.pairwise(nodes):
         previous.relationships[NodeRelationship.NEXT] = RelatedNodeInfo(node_id=following.node_id)
-        following.relationships[NodeRelationship.PREVIOUS] = RelatedNodeInfo(
-            node_id=previous.node_id
-        )
+        following.relationships[NodeRelationship.PREVIOUS] = RelatedNodeInfo(node_id=previous.node_id)
     return [NodeWithScore(node=node, score=1.0 - 0.1 * index) for index, node in enumerate(nodes)]
 
 
@@ -105,9 +96,7 @@ def test_all_is_exported() -> None:
 def test_postprocess_node_list(pc: SpecPC) -> None:
     nodes = make_nodes()
     before = snapshot(nodes)
-    out = SpecPCPostprocessor(compressor=pc, keep_ratio=0.3).postprocess_nodes(
-        nodes, query_str=QUERY
-    )
+    out = SpecPCPostprocessor(compressor=pc, keep_ratio=0.3).postprocess_nodes(nodes, query_str=QUERY)
 
     assert snapshot(nodes) == before  # caller's nodes untouched
     assert out
@@ -129,41 +118,28 @@ def test_postprocess_node_list(pc: SpecPC) -> None:
 
 def test_non_text_nodes_pass_through(pc: SpecPC) -> None:
     nodes = make_nodes()[:2]
-    image = NodeWithScore(
-        node=ImageNode(id_="img", image="aGVsbG8=", metadata={"kind": "png"}), score=0.5
-    )
+    image = NodeWithScore(node=ImageNode(id_="img", image="aGVsbG8=", metadata={"kind": "png"}), score=0.5)
     mixed = [nodes[0], image, nodes[1]]
-    out = SpecPCPostprocessor(compressor=pc, keep_ratio=1.0).postprocess_nodes(
-        mixed, query_str=QUERY
-    )
+    out = SpecPCPostprocessor(compressor=pc, keep_ratio=1.0).postprocess_nodes(mixed, query_str=QUERY)
     assert [o.node.node_id for o in out] == ["node-0", "img", "node-1"]
     assert out[1] is image and METADATA_KEY not in image.node.metadata
     assert out[0].node.text == TEXTS[0]  # keep_ratio=1.0 keeps all text
     only_images = [image]
-    assert (
-        SpecPCPostprocessor(compressor=pc).postprocess_nodes(only_images, query_str=QUERY)
-        == only_images
-    )
+    assert SpecPCPostprocessor(compressor=pc).postprocess_nodes(only_images, query_str=QUERY) == only_images
 
 
 def test_drop_empty_and_set_score(pc: SpecPC) -> None:
     nodes = make_nodes()
-    everything = SpecPCPostprocessor(
-        compressor=pc, max_tokens=3, drop_empty=False
-    ).postprocess_nodes(nodes, query_str=QUERY)
+    everything = SpecPCPostprocessor(compressor=pc, max_tokens=3, drop_empty=False).postprocess_nodes(
+        nodes, query_str=QUERY
+    )
     assert [o.node.node_id for o in everything] == [n.node.node_id for n in nodes]
     emptied = [o for o in everything if o.node.metadata[METADATA_KEY]["kept_tokens"] == 0]
     assert emptied and all(o.node.text == "" for o in emptied)
-    kept = SpecPCPostprocessor(compressor=pc, max_tokens=3).postprocess_nodes(
-        nodes, query_str=QUERY
-    )
-    assert [o.node.node_id for o in kept] == [
-        o.node.node_id for o in everything if o not in emptied
-    ]
+    kept = SpecPCPostprocessor(compressor=pc, max_tokens=3).postprocess_nodes(nodes, query_str=QUERY)
+    assert [o.node.node_id for o in kept] == [o.node.node_id for o in everything if o not in emptied]
 
-    scored = SpecPCPostprocessor(compressor=pc, set_score=True).postprocess_nodes(
-        nodes, query_str=QUERY
-    )
+    scored = SpecPCPostprocessor(compressor=pc, set_score=True).postprocess_nodes(nodes, query_str=QUERY)
     for item in scored:
         assert item.score == item.node.metadata[METADATA_KEY]["relevance"]
         assert 0.0 <= item.score <= 1.0
@@ -211,16 +187,12 @@ def test_async_runs_off_the_event_loop(draft) -> None:
 
 
 def build_index() -> VectorStoreIndex:
-    return VectorStoreIndex(
-        [item.node for item in make_nodes()], embed_model=MockEmbedding(embed_dim=8)
-    )
+    return VectorStoreIndex([item.node for item in make_nodes()], embed_model=MockEmbedding(embed_dim=8))
 
 
 def test_in_query_engine(pc: SpecPC) -> None:
     index = build_index()
-    stored = {
-        node_id: index.docstore.get_node(node_id).model_dump() for node_id in index.docstore.docs
-    }
+    stored = {node_id: index.docstore.get_node(node_id).model_dump() for node_id in index.docstore.docs}
     plain = index.as_query_engine(llm=MockLLM(), similarity_top_k=4).query(QUERY)
     engine = index.as_query_engine(
         node_postprocessors=[SpecPCPostprocessor(compressor=pc, keep_ratio=0.3)],
@@ -249,9 +221,7 @@ def test_in_query_engine(pc: SpecPC) -> None:
 
 def test_in_retriever_query_engine(draft) -> None:
     index = build_index()
-    processor = SpecPCPostprocessor(
-        draft=draft, keep_ratio=0.5, set_score=True, settings={"window": 8}
-    )
+    processor = SpecPCPostprocessor(draft=draft, keep_ratio=0.5, set_score=True, settings={"window": 8})
     engine = RetrieverQueryEngine.from_args(
         index.as_retriever(similarity_top_k=3), llm=MockLLM(), node_postprocessors=[processor]
     )
@@ -281,9 +251,7 @@ def test_construction_is_lazy_and_validated(draft, pc: SpecPC) -> None:
 def test_huge_node_goes_through_in_pieces(draft) -> None:
     text = (" ".join(TEXTS) * 200)[:20_000]
     processor = SpecPCPostprocessor(draft=draft, keep_ratio=0.1, settings={"max_draft_tokens": 512})
-    (out,) = processor.postprocess_nodes(
-        [NodeWithScore(node=TextNode(id_="big", text=text))], query_str=QUERY
-    )
+    (out,) = processor.postprocess_nodes([NodeWithScore(node=TextNode(id_="big", text=text))], query_str=QUERY)
     figures = out.node.metadata[METADATA_KEY]
     assert figures["original_tokens"] > 4 * 512
     assert 0 < figures["kept_tokens"] <= round(0.1 * figures["original_tokens"])

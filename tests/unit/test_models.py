@@ -1,4 +1,4 @@
-"""Unit tests for specrag.models: device/dtype resolution, tiny models, loading and caching."""
+"""Unit tests for specrag.core.models: device/dtype resolution, tiny models, loading and caching."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import huggingface_hub.constants
 import pytest
 import torch
 
-from specrag import models
-from specrag.bundles import BUNDLES
-from specrag.models import (
+from specrag.core import models
+from specrag.core.bundles import BUNDLES
+from specrag.core.models import (
     HubUnavailableError,
     LoadedModel,
     SlowTokenizerError,

@@ -7,7 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from specrag.scoring import centred_max_pool, fill_budget, rank_units, resolve_budget
+from specrag.core.budget import resolve_budget
+from specrag.core.specpc.ranking import centred_max_pool
+from specrag.core.specpc.selection import fill_budget, rank_units
 
 
 def test_centred_max_pool_spreads_a_peak_symmetrically() -> None:
@@ -30,7 +32,14 @@ def test_centred_max_pool_is_a_windowed_max(values: list[float], kernel: int) ->
 
 @pytest.mark.parametrize(
     ("total", "ratio", "absolute", "expected"),
-    [(10, 0.25, None, 3), (10, 1.0, None, 10), (3, 0.1, None, 0), (10, None, 4, 4), (10, None, 99, 10), (0, 0.5, None, 0)],
+    [
+        (10, 0.25, None, 3),
+        (10, 1.0, None, 10),
+        (3, 0.1, None, 0),
+        (10, None, 4, 4),
+        (10, None, 99, 10),
+        (0, 0.5, None, 0),
+    ],
 )
 def test_resolve_budget(total: int, ratio: float | None, absolute: int | None, expected: int) -> None:
     assert resolve_budget(total, ratio, absolute) == expected

@@ -23,22 +23,21 @@ from transformers import (
 )
 
 from specrag import LoadedModel, SpecKV, SpecKVResult, SpecPC, build_tiny_model
-from specrag.budget_cache import (
-    BUDGETED,
-    WINDOWED,
-    BudgetedCache,
-    UnsupportedModelError,
-    plan_layers,
-)
-from specrag.decoding import IncrementalText, Sampling, StopText, filter_logits
-from specrag.kv_scoring import (
+from specrag.core.speckv.attention_scores import (
     DraftGuidedScores,
     RecentQueries,
     keep_indices,
     kv_head_scores,
     pool_scores,
 )
-from specrag.speckv import render_prompt
+from specrag.core.speckv.cache import (
+    BUDGETED,
+    WINDOWED,
+    BudgetedCache,
+    UnsupportedModelError,
+    plan_layers,
+)
+from specrag.core.speckv.decoding import IncrementalText, Sampling, StopText, filter_logits, render_prompt
 
 PROMPT = (
     "Documents: The capital of France is Paris. The river Seine flows through the city. "
@@ -60,12 +59,8 @@ ARCHS = [
 
 
 @pytest.fixture(scope="module")
-def llama() -> LoadedModel:
-    return build_tiny_model("llama")
-
-
-@pytest.fixture(scope="module")
 def draft() -> LoadedModel:
+    """Overrides the shared draft: SpecKV's draft here is a shallower Llama than the target."""
     return build_tiny_model("llama", num_hidden_layers=2)
 
 
@@ -76,9 +71,7 @@ def engine(llama, draft) -> SpecKV:
 
 def _reference(loaded: LoadedModel, ids: list[int], new_tokens: int) -> list[int]:
     with torch.inference_mode():
-        output = loaded.model.generate(
-            torch.tensor([ids]), max_new_tokens=new_tokens, do_sample=False
-        )
+        output = loaded.model.generate(torch.tensor([ids]), max_new_tokens=new_tokens, do_sample=False)
     return output[0, len(ids) :].tolist()
 
 
@@ -136,20 +129,14 @@ def test_window_only_eviction_needs_no_draft(llama):
 
 
 def test_lookahead_setting_caps_the_draft(llama, draft):
-    result = SpecKV(llama, draft, budget=40, window=8, lookahead=5).generate(
-        PROMPT, max_new_tokens=12
-    )
+    result = SpecKV(llama, draft, budget=40, window=8, lookahead=5).generate(PROMPT, max_new_tokens=12)
     assert result.lookahead_tokens == 5
-    result = SpecKV(llama, draft, budget=40, window=8, max_lookahead=3).generate(
-        PROMPT, max_new_tokens=12
-    )
+    result = SpecKV(llama, draft, budget=40, window=8, max_lookahead=3).generate(PROMPT, max_new_tokens=12)
     assert result.lookahead_tokens == 3
 
 
 def test_mean_reduction_also_keeps_the_budget(llama, draft):
-    result = SpecKV(llama, draft, budget=40, window=8, reduction="mean").generate(
-        PROMPT, max_new_tokens=4
-    )
+    result = SpecKV(llama, draft, budget=40, window=8, reduction="mean").generate(PROMPT, max_new_tokens=4)
     assert result.prefill_cache_entries == [40] * 4
 
 
@@ -214,9 +201,7 @@ def test_rollback_restores_full_and_sliding_layers_exactly():
         )
         rolled.rollback(5)
         for ours, reference in zip(rolled.layers, clean.layers, strict=True):
-            assert torch.equal(ours.keys, reference.keys) and torch.equal(
-                ours.values, reference.values
-            )
+            assert torch.equal(ours.keys, reference.keys) and torch.equal(ours.values, reference.values)
         assert rolled.get_seq_length(0) == clean.get_seq_length(0)
         step = {"position_ids": torch.tensor([[len(ids)]])}
         a = model(torch.tensor([[7]]), past_key_values=rolled, **step).logits
@@ -290,9 +275,7 @@ def test_recent_queries_keep_the_last_window():
 
 def test_pool_and_keep_indices():
     scores = torch.tensor([[[0.0, 0.01, 0.9, 0.0, 0.0, 0.02, 0.1, 0.0, 0.5, 0.4]]])
-    torch.testing.assert_close(
-        pool_scores(scores, 3)[0, 0, :5], torch.tensor([0.01, 0.9, 0.9, 0.9, 0.02])
-    )
+    torch.testing.assert_close(pool_scores(scores, 3)[0, 0, :5], torch.tensor([0.01, 0.9, 0.9, 0.9, 0.02]))
     kept = keep_indices(scores, keep=5, protect_last=2)
     assert kept.tolist() == [[[2, 5, 6, 8, 9]]]  # best three of the first 8, then the tail
     assert keep_indices(scores, keep=2, protect_last=2).tolist() == [[[8, 9]]]
@@ -305,24 +288,15 @@ def test_sampling_is_seeded_private_and_filtered(engine):
     state = torch.get_rng_state()
     first = engine.generate(PROMPT, max_new_tokens=10, temperature=1.0, seed=7)
     again = engine.generate(PROMPT, max_new_tokens=10, temperature=1.0, seed=7)
-    other = [
-        engine.generate(PROMPT, max_new_tokens=10, temperature=1.0, seed=s).token_ids
-        for s in (8, 9)
-    ]
+    other = [engine.generate(PROMPT, max_new_tokens=10, temperature=1.0, seed=s).token_ids for s in (8, 9)]
     unseeded = engine.generate(PROMPT, max_new_tokens=10, temperature=1.5)
     assert torch.equal(torch.get_rng_state(), state)  # the global RNG was not touched
     assert first.token_ids == again.token_ids
     assert any(ids != first.token_ids for ids in other)
     assert len(unseeded.token_ids) >= 1
     greedy = engine.generate(PROMPT, max_new_tokens=10).token_ids
-    assert (
-        engine.generate(PROMPT, max_new_tokens=10, temperature=0.7, top_k=1, seed=1).token_ids
-        == greedy
-    )
-    assert (
-        engine.generate(PROMPT, max_new_tokens=10, temperature=0.7, top_p=1e-6, seed=1).token_ids
-        == greedy
-    )
+    assert engine.generate(PROMPT, max_new_tokens=10, temperature=0.7, top_k=1, seed=1).token_ids == greedy
+    assert engine.generate(PROMPT, max_new_tokens=10, temperature=0.7, top_p=1e-6, seed=1).token_ids == greedy
 
 
 def test_filter_logits_keeps_nucleus_and_top_k():
@@ -391,10 +365,7 @@ def test_eos_ends_generation():
 def test_chat_messages_use_the_template_or_a_plain_fallback(llama):
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
     plain = render_prompt(llama.tokenizer, messages)
-    assert (
-        llama.tokenizer.decode(plain, skip_special_tokens=True)
-        == "System: Be brief.\nUser: Hi?\nAssistant:"
-    )
+    assert llama.tokenizer.decode(plain, skip_special_tokens=True) == "System: Be brief.\nUser: Hi?\nAssistant:"
     templated = PreTrainedTokenizerFast(tokenizer_object=llama.tokenizer.backend_tokenizer)
     templated.chat_template = (
         "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
@@ -410,9 +381,7 @@ def test_chat_messages_use_the_template_or_a_plain_fallback(llama):
 def test_documents_fill_the_template_and_a_compressor_shrinks_them(llama, draft):
     documents = [PROMPT, "Photosynthesis turns sunlight, water and carbon dioxide into sugar. " * 4]
     plain = SpecKV(llama, draft, budget=40, window=8)
-    uncompressed = plain.generate(
-        "What is the capital of France?", documents=documents, max_new_tokens=4
-    )
+    uncompressed = plain.generate("What is the capital of France?", documents=documents, max_new_tokens=4)
     assert uncompressed.compression is None
     compressor = SpecPC(draft, keep_ratio=0.3)
     chained = SpecKV(llama, None, budget=40, window=8, compressor=compressor)

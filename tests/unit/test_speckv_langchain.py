@@ -118,10 +118,7 @@ def test_stream_joins_to_invoke_and_ends_with_usage(chat):
 
 def test_streaming_flag_routes_invoke_through_the_stream(engine):
     streaming = ChatSpecKV(engine=engine, max_tokens=6, streaming=True)
-    assert (
-        streaming.invoke(QUESTION).content
-        == ChatSpecKV(engine=engine, max_tokens=6).invoke(QUESTION).content
-    )
+    assert streaming.invoke(QUESTION).content == ChatSpecKV(engine=engine, max_tokens=6).invoke(QUESTION).content
 
 
 def test_stop_sequences_and_per_call_options(chat):

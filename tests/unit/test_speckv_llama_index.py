@@ -92,10 +92,7 @@ def test_per_call_options_and_completion_to_prompt(engine):
     assert short.additional_kwargs["completion_tokens"] == 2
     wrapped = engine.generate(f"Q: {QUESTION}\nA:", max_new_tokens=10).text
     assert llm.complete(QUESTION).text == wrapped
-    assert (
-        llm.complete(QUESTION, formatted=True).text
-        == engine.generate(QUESTION, max_new_tokens=10).text
-    )
+    assert llm.complete(QUESTION, formatted=True).text == engine.generate(QUESTION, max_new_tokens=10).text
     seeded = [llm.complete(QUESTION, temperature=1.0, seed=3).text for _ in range(2)]
     assert seeded[0] == seeded[1]
     with pytest.raises(TypeError, match="unsupported"):
@@ -124,9 +121,7 @@ def test_query_engine_with_an_explicit_llm_and_streaming(engine):
     )
     llm = SpecKVLLM(engine=engine, max_new_tokens=8)
     answer = index.as_query_engine(llm=llm).query("What is the capital of France?")
-    streamed = index.as_query_engine(llm=llm, streaming=True).query(
-        "What is the capital of France?"
-    )
+    streamed = index.as_query_engine(llm=llm, streaming=True).query("What is the capital of France?")
     assert "".join(streamed.response_gen) == answer.response
 
 

@@ -14,9 +14,9 @@ import torch
 from transformers import DynamicCache
 
 from specrag import LoadedModel, SpecKV, SpecPC, build_tiny_model
-from specrag.attention import capture_attention
-from specrag.budget_cache import plan_layers
-from specrag.kv_scoring import sink_and_recent_indices
+from specrag.core.attention import capture_attention
+from specrag.core.speckv.attention_scores import sink_and_recent_indices
+from specrag.core.speckv.cache import plan_layers
 
 PROMPT = (
     "Documents: The capital of France is Paris. The river Seine flows through the city. "
@@ -30,17 +30,6 @@ MIXED = {
 }
 
 
-@pytest.fixture(scope="module")
-def llama() -> LoadedModel:
-    return build_tiny_model("llama")
-
-
-@pytest.fixture(scope="module")
-def qwen2() -> LoadedModel:
-    """Decode tests use this one: its greedy answer to PROMPT runs 40 tokens without EOS."""
-    return build_tiny_model("qwen2")
-
-
 class KeyLog:
     """Records the keys every attention call reads, per layer, in call order.
 
@@ -52,9 +41,7 @@ class KeyLog:
     def __init__(self) -> None:
         self.calls: dict[int, list[tuple[int, torch.Tensor]]] = {}
 
-    def observe(
-        self, layer_idx: int, query: torch.Tensor, key: torch.Tensor, scaling: float | None
-    ) -> None:
+    def observe(self, layer_idx: int, query: torch.Tensor, key: torch.Tensor, scaling: float | None) -> None:
         self.calls.setdefault(layer_idx, []).append((query.shape[2], key.detach().clone()))
 
     def decode_keys(self, layer: int) -> list[torch.Tensor]:
@@ -78,9 +65,7 @@ def _full_keys(loaded: LoadedModel, ids: list[int]) -> list[torch.Tensor | None]
 
 def _reference(loaded: LoadedModel, ids: list[int], new_tokens: int) -> list[int]:
     with torch.inference_mode():
-        output = loaded.model.generate(
-            torch.tensor([ids]), max_new_tokens=new_tokens, do_sample=False
-        )
+        output = loaded.model.generate(torch.tensor([ids]), max_new_tokens=new_tokens, do_sample=False)
     return output[0, len(ids) :].tolist()
 
 
@@ -122,9 +107,7 @@ def test_prefill_keeps_the_sinks_and_the_most_recent_prompt_entries(arch, overri
         assert first_step.shape[2] == budget + 1
         reference = full[layer]
         assert reference is not None
-        torch.testing.assert_close(
-            first_step[:, :, :budget, :], reference[:, :, expected, :], rtol=0, atol=1e-6
-        )
+        torch.testing.assert_close(first_step[:, :, :budget, :], reference[:, :, expected, :], rtol=0, atol=1e-6)
     assert result.kv_bytes < result.full_kv_bytes
 
 
@@ -161,9 +144,7 @@ def test_rescoring_becomes_a_rolling_cut_that_keeps_the_sinks(qwen2):
     prefill = _full_keys(qwen2, ids)
     for layer in range(1, 4):
         for keys in log.decode_keys(layer):
-            torch.testing.assert_close(
-                keys[:, :, :sinks, :], prefill[layer][:, :, :sinks, :], rtol=0, atol=1e-6
-            )
+            torch.testing.assert_close(keys[:, :, :sinks, :], prefill[layer][:, :, :sinks, :], rtol=0, atol=1e-6)
 
 
 def test_sink_and_recent_indices():
@@ -186,9 +167,7 @@ def test_a_budget_covering_the_prompt_equals_the_full_cache(llama):
     ids = SpecKV(llama, None, budget=64, policy="streaming").render(PROMPT)
     expected = _reference(llama, ids, 16)
     for budget in (4096, len(ids)):  # exactly the prompt: nothing to evict either
-        result = SpecKV(llama, None, budget=budget, policy="streaming").generate(
-            PROMPT, max_new_tokens=16
-        )
+        result = SpecKV(llama, None, budget=budget, policy="streaming").generate(PROMPT, max_new_tokens=16)
         assert not result.evicted
         assert result.token_ids == expected
         assert result.prefill_cache_entries == [len(ids)] * 4
@@ -209,10 +188,7 @@ def test_streaming_is_deterministic_and_stays_within_the_budget(qwen2):
     assert first.peak_decode_entries == 40 and max(first.cache_entries) <= 40
     assert first.rescores == 28  # 29 forwards; each after the first starts with a cut
     assert first.kv_bytes < first.full_kv_bytes
-    sampled = [
-        engine.generate(PROMPT, max_new_tokens=12, temperature=1.0, seed=3).token_ids
-        for _ in range(2)
-    ]
+    sampled = [engine.generate(PROMPT, max_new_tokens=12, temperature=1.0, seed=3).token_ids for _ in range(2)]
     assert sampled[0] == sampled[1]
 
 

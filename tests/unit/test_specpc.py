@@ -53,15 +53,18 @@ def assert_budget(result: CompressionResult) -> None:
 
 def assert_word_snapped(result: CompressionResult) -> None:
     """Spans start at a word start unless the text is in an unspaced script."""
-    from specrag.segmentation import is_unspaced_char
+    from specrag.core.segmentation import is_unspaced_char
 
     for document in result.documents:
         text = document.original
         for start, _ in document.spans:
             if start > 0 and not text[start].isspace():
                 before = text[start - 1]
-                assert before.isspace() or is_unspaced_char(before) or is_unspaced_char(text[start]) or (
-                    not text[start].isalnum()
+                assert (
+                    before.isspace()
+                    or is_unspaced_char(before)
+                    or is_unspaced_char(text[start])
+                    or (not text[start].isalnum())
                 ), (text, start)
 
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from ..scoring import fill_budget, rank_units, resolve_budget
-from ..segmentation import DocumentTokens, merge_spans, tokenize_document
+from ..core.budget import resolve_budget
+from ..core.segmentation import DocumentTokens, merge_spans, tokenize_document
+from ..core.specpc.selection import fill_budget, rank_units
 
 SEPARATOR = " … "
 """Joins kept spans inside a document (the same default as SpecPC)."""
@@ -144,5 +145,9 @@ def token_scores_to_units(
         raise ValueError(f"how must be 'max' or 'mean', got {how!r}")
     for unit in range(count):  # forward-fill units no token starts in
         if not np.isfinite(out[unit]):
-            out[unit] = out[unit - 1] if unit else (np.nanmax(np.where(np.isfinite(out), out, np.nan)) if np.isfinite(out).any() else 0.0)
+            out[unit] = (
+                out[unit - 1]
+                if unit
+                else (np.nanmax(np.where(np.isfinite(out), out, np.nan)) if np.isfinite(out).any() else 0.0)
+            )
     return out

@@ -3,7 +3,7 @@
 Methods (``kv_`` prefix) and how each maps onto :class:`~specrag.SpecKV`:
 
 ``kv_full``      no eviction (budget larger than any prompt).
-``kv_snapkv``    window-only target attention: ``draft=None, lookahead=0``.
+``kv_snapkv``    window-only target attention: ``draft=None, policy="snapkv"``.
 ``kv_speckv``    draft answer as lookahead: ``draft=<draft>``.
 ``kv_oracle``    the target's own answer as lookahead: ``draft=<target>`` (upper bound).
 ``kv_speckv_pc`` SpecPC (keep 0.5 of the documents) then SpecKV on the shortened prompt.
@@ -24,9 +24,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..models import LoadedModel
-from ..speckv import SpecKV, SpecKVResult
-from ..specpc import SpecPC
+from ..core.models import LoadedModel
+from ..core.speckv import SpecKV, SpecKVResult
+from ..core.specpc import SpecPC
 
 KV_METHODS = ("kv_full", "kv_streaming", "kv_snapkv", "kv_speckv", "kv_oracle", "kv_speckv_pc")
 KV_DRAFT_METHODS = frozenset({"kv_speckv", "kv_speckv_pc"})
@@ -82,7 +82,7 @@ def make_kv_method(name: str, *, target: LoadedModel, draft: LoadedModel | None)
     if name == "kv_streaming":
         return KVMethod(name, target, None, settings={"policy": "streaming"})
     if name == "kv_snapkv":
-        return KVMethod(name, target, None, settings={"lookahead": 0})
+        return KVMethod(name, target, None, settings={"policy": "snapkv"})
     if name == "kv_speckv":
         return KVMethod(name, target, draft)
     if name == "kv_oracle":

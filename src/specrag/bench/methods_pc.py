@@ -41,20 +41,30 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from ..fusion import Embedder, sentence_relevance
-from ..models import LoadedModel
-from ..segmentation import tokenize_document
-from ..specpc import SpecPC
+from ..core.embeddings import Embedder, sentence_relevance
+from ..core.models import LoadedModel
+from ..core.segmentation import tokenize_document
+from ..core.specpc import SpecPC
 from .budget import Units, token_scores_to_units
 from .tasks import BenchItem
 
 Keys = list[list[np.ndarray]]
 
 PC_METHODS = (
-    "full", "truncate", "random", "sentence", "selfinfo", "window", "specpc", "specpc_snap", "specpc_fused", "oracle",
+    "full",
+    "truncate",
+    "random",
+    "sentence",
+    "selfinfo",
+    "window",
+    "specpc",
+    "specpc_snap",
+    "specpc_fused",
+    "oracle",
 )
 DRAFT_METHODS = frozenset({"selfinfo", "window", "specpc", "specpc_snap", "specpc_fused"})
 """Methods whose scores depend on the draft (their result key includes the draft's name)."""
+
 
 class PCMethod(Protocol):
     """Scores an item's target units; higher is kept first."""
@@ -216,7 +226,7 @@ def make_pc_method(
     if name == "random":
         return RandomUnits(seed)
     if name in ("sentence", "specpc_fused") and embed is None:
-        from ..demo import embed as minilm_embed
+        from ..core.embeddings import embed as minilm_embed
 
         embed = minilm_embed
     if name == "sentence":

@@ -37,17 +37,15 @@ from pathlib import Path
 from filelock import FileLock
 from tqdm.auto import tqdm
 
-from .._pip import pip_download
-from ..bundles import specrag_home
+from ..core._pip import pip_download
+from ..core.bundles import specrag_home
 from .metrics import answer_contained
 
 logger = logging.getLogger("specrag")
 
 BIGBENCH_REQUIREMENT = "bigbench==1.0.0"
 BIGBENCH_SHA256 = "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2"
-QUOREF_MEMBER_SUFFIX = (
-    "bigbench/benchmark_tasks/natural_instructions/subtask002_quoref_answer_generation/task.json"
-)
+QUOREF_MEMBER_SUFFIX = "bigbench/benchmark_tasks/natural_instructions/subtask002_quoref_answer_generation/task.json"
 """Tail of the task file's path inside the sdist (the top folder carries the version)."""
 
 _CHUNK_BYTES = 8 * 1024 * 1024
@@ -141,9 +139,7 @@ def _verify_sdist(sdist: Path) -> None:
     """Refuse an sdist whose hash is not the pinned one (e.g. a re-uploaded release)."""
     actual = _sha256(sdist)
     if actual != BIGBENCH_SHA256:
-        raise QuorefChecksumError(
-            f"{sdist.name} has sha256 {actual}, expected {BIGBENCH_SHA256}; refusing to use it"
-        )
+        raise QuorefChecksumError(f"{sdist.name} has sha256 {actual}, expected {BIGBENCH_SHA256}; refusing to use it")
 
 
 def _read_quoref_member(sdist: Path) -> bytes:
@@ -347,9 +343,7 @@ def _gold_positions(n: int, slots: int, gold_position: int | None, rng: random.R
     return positions
 
 
-def _pick_distractors(
-    gold: QuorefExample, passages: Sequence[str], count: int, rng: random.Random
-) -> list[str]:
+def _pick_distractors(gold: QuorefExample, passages: Sequence[str], count: int, rng: random.Random) -> list[str]:
     """Draw ``count`` different passages that are not the gold one and lack every answer."""
     chosen: list[str] = []
     for index in rng.sample(range(len(passages)), len(passages)):

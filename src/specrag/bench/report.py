@@ -151,7 +151,9 @@ def paired_table(
     if reference not in outcome:
         return f"_no {reference} records_\n"
     rank = {name: index for index, name in enumerate(order)}
-    rows = sorted((r for r in outcome if r != reference), key=lambda row: (rank.get(row.split(" (")[0], len(rank)), row))
+    rows = sorted(
+        (r for r in outcome if r != reference), key=lambda row: (rank.get(row.split(" (")[0], len(rank)), row)
+    )
     lines = [
         f"| vs {reference} | " + " | ".join(f"@{b:g} +/- (N) | p" for b in budgets) + " |",
         "|" + "---|" * (1 + 2 * len(budgets)),
@@ -177,10 +179,12 @@ def cost_table(records: Iterable[Record], where: Callable[[Record], bool] = lamb
     if not groups:
         return "_no timed records_\n"
     lines = [
-        "| method | length | budget | N | prompt tokens | compression s | TTFT s [95 % CI] | decode tok/s | peak KV MiB | peak RSS GiB |",
+        "| method | length | budget | N | prompt tokens | compression s | TTFT s [95 % CI] | decode tok/s "
+        "| peak KV MiB | peak RSS GiB |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (row, length, budget), group in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2])):
+
         def mean(field: str, group: list[Record] = group) -> float:
             return sum(float(r[field]) for r in group) / len(group)
 

@@ -105,9 +105,7 @@ def ruler_sample(
         name = _variable(rng)
         if name not in names:
             names.append(name)
-    texts = [f"VAR {names[0]} = {value}."] + [
-        f"VAR {names[i]} = VAR {names[i - 1]}." for i in range(1, len(names))
-    ]
+    texts = [f"VAR {names[0]} = {value}."] + [f"VAR {names[i]} = VAR {names[i - 1]}." for i in range(1, len(names))]
     documents = _hide(target_tokens, tokenizer, rng, texts, passage_tokens)
     question = f"Which variables are assigned the value {value}, directly or through other variables? List all."
     return RulerSample(documents, question, tuple(names), True)

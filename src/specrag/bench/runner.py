@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..models import LoadedModel
-from ..speckv import SpecKV
+from ..core.models import LoadedModel
+from ..core.speckv import SpecKV
 from .budget import budget_tokens, select, target_units
 from .methods_kv import (
     KV_DRAFT_METHODS,
@@ -165,7 +165,11 @@ def run_suite(
     out.parent.mkdir(parents=True, exist_ok=True)
     records = load_records(out)
     items = build_items(
-        config.tasks, config.lengths, config.limit, config.seed, target.tokenizer,
+        config.tasks,
+        config.lengths,
+        config.limit,
+        config.seed,
+        target.tokenizer,
         quoref_examples=config.quoref_examples,
     )
     draft_name = draft.name if draft is not None else None
@@ -191,9 +195,13 @@ def run_suite(
     for item in items:
         units = target_units(target.tokenizer, item.documents)
         base = {
-            "task": item.task, "item_id": item.item_id, "length": item.length,
-            "qtype": item.meta.get("qtype"), "target": target.name,
-            "total_tokens": units.total_tokens, "n_answers": len(item.answers),
+            "task": item.task,
+            "item_id": item.item_id,
+            "length": item.length,
+            "qtype": item.meta.get("qtype"),
+            "target": target.name,
+            "total_tokens": units.total_tokens,
+            "n_answers": len(item.answers),
         }
         for name in pc_names:
             budgets = [1.0] if name == "full" else list(config.budgets)
@@ -209,10 +217,15 @@ def run_suite(
                     selection = select(units, scored.keys, budget)
                     seconds = scored.seconds + time.perf_counter() - started
                     record = {
-                        **base, "key": keys[budget], "method": name, "kind": "pc",
+                        **base,
+                        "key": keys[budget],
+                        "method": name,
+                        "kind": "pc",
                         "draft": draft_name if name in DRAFT_METHODS else None,
-                        "budget": budget, "budget_tokens": selection.budget,
-                        "kept_tokens": selection.kept_tokens, "kept_fraction": selection.kept_fraction,
+                        "budget": budget,
+                        "budget_tokens": selection.budget,
+                        "kept_tokens": selection.kept_tokens,
+                        "kept_fraction": selection.kept_fraction,
                         "compression_s": seconds,
                         "contained": answer_contained(
                             "\n\n".join(selection.texts), item.answers, require_all=item.require_all
@@ -229,7 +242,9 @@ def run_suite(
             full_prompt = DOCUMENT_TEMPLATE.format(context="\n\n".join(item.documents), question=item.question)
             assert answerer is not None
             prompt_tokens = len(
-                answerer.engine.render([{"role": "system", "content": INSTRUCTION}, {"role": "user", "content": full_prompt}])
+                answerer.engine.render(
+                    [{"role": "system", "content": INSTRUCTION}, {"role": "user", "content": full_prompt}]
+                )
             )
         for name in kv_names:
             budgets = [1.0] if name == "kv_full" else list(config.budgets)
@@ -244,16 +259,23 @@ def run_suite(
                 entries = method.kv_budget(prompt_tokens, None if name == "kv_full" else budget)
                 _reset_peak(target.device)
                 answered = answerer(method.engine(entries), item, item.documents)  # type: ignore[misc]
-                emit({
-                    **base, **answered, "key": key, "method": name, "kind": "kv",
-                    "draft": draft_name if name in KV_DRAFT_METHODS else None,
-                    "budget": budget, "budget_tokens": min(entries, prompt_tokens),
-                    "kept_tokens": min(entries, prompt_tokens),
-                    "kept_fraction": min(entries, prompt_tokens) / prompt_tokens,
-                    "full_prompt_tokens": prompt_tokens,
-                    "compression_s": answered["ttft_s"] - answered["prefill_s"],
-                    "peak_memory_bytes": _peak_memory_bytes(target.device),
-                })
+                emit(
+                    {
+                        **base,
+                        **answered,
+                        "key": key,
+                        "method": name,
+                        "kind": "kv",
+                        "draft": draft_name if name in KV_DRAFT_METHODS else None,
+                        "budget": budget,
+                        "budget_tokens": min(entries, prompt_tokens),
+                        "kept_tokens": min(entries, prompt_tokens),
+                        "kept_fraction": min(entries, prompt_tokens) / prompt_tokens,
+                        "full_prompt_tokens": prompt_tokens,
+                        "compression_s": answered["ttft_s"] - answered["prefill_s"],
+                        "peak_memory_bytes": _peak_memory_bytes(target.device),
+                    }
+                )
             bar.update(1)
     bar.close()
     return [records[key] for key in wanted if key in records]

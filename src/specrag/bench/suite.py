@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..models import LoadedModel, load_model
+from ..core.models import LoadedModel, load_model
 from .methods_kv import KV_DRAFT_METHODS, KV_METHODS, UNAVAILABLE
 from .methods_pc import DRAFT_METHODS, PC_METHODS
 from .plots import accuracy_vs_budget, ttft_vs_length
@@ -64,6 +64,7 @@ def summarise(
     pc = [r for r in records if r.get("kind") == "pc"]
     for task in sorted({r["task"] for r in records}):
         for length in sorted({r["length"] for r in records if r["task"] == task}):
+
             def here(r: dict[str, Any], task: str = task, length: int = length) -> bool:
                 return r["task"] == task and r["length"] == length
 
@@ -77,23 +78,43 @@ def summarise(
                 for qtype in ("coref", "lexical"):
                     parts.append(f"\n{task} {length}, `{qtype}` questions only:\n")
                     parts.append(
-                        metric_table(pc, "contained", budgets, where=lambda r, q=qtype, h=here: h(r) and r.get("qtype") == q, order=ORDER)
+                        metric_table(
+                            pc,
+                            "contained",
+                            budgets,
+                            where=lambda r, q=qtype, h=here: h(r) and r.get("qtype") == q,
+                            order=ORDER,
+                        )
                     )
             if any(here(r) and "em" in r for r in records):
                 parts.append(f"\n#### {task}, {length} tokens: target answers (EM, F1)\n")
                 parts.append(metric_table([r for r in records if "em" in r], "em", budgets, where=here, order=ORDER))
                 parts.append("\n")
-                parts.append(metric_table([r for r in records if "f1" in r], "f1", budgets, where=here, rate=False, order=ORDER))
+                parts.append(
+                    metric_table([r for r in records if "f1" in r], "f1", budgets, where=here, rate=False, order=ORDER)
+                )
                 kv = [r for r in records if r.get("kind") == "kv" and "em" in r]
                 if any(here(r) and r["method"] == "kv_snapkv" for r in kv):
-                    parts.append("\nKV methods paired against `kv_snapkv` (window-only eviction) on the same items (EM):\n")
+                    parts.append(
+                        "\nKV methods paired against `kv_snapkv` (window-only eviction) on the same items (EM):\n"
+                    )
                     parts.append(paired_table(kv, "em", "kv_snapkv", budgets, where=here, order=ORDER))
             if img_dir is not None and any(here(r) for r in pc):
-                accuracy_vs_budget(pc, "contained", img_dir / f"{stem}-{task}-{length}-contained.png",
-                                   title=f"{task} {length}: answer contained", where=here)
+                accuracy_vs_budget(
+                    pc,
+                    "contained",
+                    img_dir / f"{stem}-{task}-{length}-contained.png",
+                    title=f"{task} {length}: answer contained",
+                    where=here,
+                )
                 if any(here(r) and "em" in r for r in records):
-                    accuracy_vs_budget([r for r in records if "em" in r], "em", img_dir / f"{stem}-{task}-{length}-em.png",
-                                       title=f"{task} {length}: exact match", where=here)
+                    accuracy_vs_budget(
+                        [r for r in records if "em" in r],
+                        "em",
+                        img_dir / f"{stem}-{task}-{length}-em.png",
+                        title=f"{task} {length}: exact match",
+                        where=here,
+                    )
     if any("ttft_s" in r for r in records):
         parts.append("\n#### Costs (time to first token = compression + draft + target prefill)\n")
         parts.append(cost_table(records))
@@ -101,7 +122,9 @@ def summarise(
             ttft_vs_length(records, img_dir / f"{stem}-ttft.png", title="time to first token vs context length")
     missing = [m for m in UNAVAILABLE]
     if missing:
-        parts.append("\nKV rows not measured (no SpecKV mode): " + ", ".join(f"`{m}` ({UNAVAILABLE[m]})" for m in missing) + "\n")
+        parts.append(
+            "\nKV rows not measured (no SpecKV mode): " + ", ".join(f"`{m}` ({UNAVAILABLE[m]})" for m in missing) + "\n"
+        )
     return "\n".join(parts)
 
 
@@ -127,9 +150,15 @@ def run_command(
     """What ``specrag bench`` does; ``loaded`` maps names to already loaded models (tests)."""
     names = resolve_methods(methods)
     config = SuiteConfig(
-        tasks=parse_list(tasks), lengths=parse_list(lengths, int), limit=limit, seed=seed,
-        methods=names, budgets=parse_list(budgets, float), answer=answer,
-        max_new_tokens=max_new_tokens, out=out,
+        tasks=parse_list(tasks),
+        lengths=parse_list(lengths, int),
+        limit=limit,
+        seed=seed,
+        methods=names,
+        budgets=parse_list(budgets, float),
+        answer=answer,
+        max_new_tokens=max_new_tokens,
+        out=out,
     )
     config.validate()
     cache = dict(loaded or {})
@@ -140,9 +169,7 @@ def run_command(
         return cache[name]
 
     needs_draft = any(m in DRAFT_METHODS or m in KV_DRAFT_METHODS for m in names)
-    records = run_suite(
-        config, target=get(target), draft=get(draft) if needs_draft else None, progress=progress
-    )
+    records = run_suite(config, target=get(target), draft=get(draft) if needs_draft else None, progress=progress)
     if tables is not None:
         tables.parent.mkdir(parents=True, exist_ok=True)
         tables.write_text(summarise(records, config.budgets, img_dir, stem=out.stem), encoding="utf-8")

@@ -98,9 +98,7 @@ class DocumentTokens:
         return np.nonzero(starts[1:] >= ends[:-1])[0] + 1
 
 
-def tokenize_document(
-    tokenizer: PreTrainedTokenizerBase, text: str, max_unit_tokens: int = 24
-) -> DocumentTokens:
+def tokenize_document(tokenizer: PreTrainedTokenizerBase, text: str, max_unit_tokens: int = 24) -> DocumentTokens:
     """Tokenize ``text`` with offsets and group the tokens into word units.
 
     ``max_unit_tokens`` caps unit size so that one giant "word" (a URL, a base64 blob, a

@@ -202,9 +202,7 @@ def render_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> list[in
     if getattr(tokenizer, "chat_template", None):
         text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    lines = "".join(
-        f"{message['role'].capitalize()}: {message['content']}\n" for message in messages
-    )
+    lines = "".join(f"{message['role'].capitalize()}: {message['content']}\n" for message in messages)
     return list(tokenizer(f"{lines}Assistant:", add_special_tokens=True)["input_ids"])
 
 
@@ -215,8 +213,7 @@ def validate_prompt(prompt: object) -> Prompt:
         return prompt
     if isinstance(prompt, bytes) or not isinstance(prompt, Sequence):
         raise TypeError(
-            f"prompt must be a str or a list of {{'role', 'content'}} messages, got "
-            f"{type(prompt).__name__}"
+            f"prompt must be a str or a list of {{'role', 'content'}} messages, got {type(prompt).__name__}"
         )
     if not prompt:
         raise ValueError("prompt must not be empty: no messages")
@@ -314,7 +311,7 @@ class AsyncTextStream(AsyncIterator[str], Generic[ResultT]):
                     break
                 if delta:
                     put(delta)
-        except Exception as error:  # noqa: BLE001 - handed to the awaiting side, raised there
+        except Exception as error:
             outcome = error
         finally:
             if not self._cancel.is_set():

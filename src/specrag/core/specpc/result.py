@@ -24,9 +24,7 @@ class CompressedDocument(BaseModel):
     spans: list[tuple[int, int]] = Field(description="Kept character spans [start, end) in order.")
     original_tokens: int = Field(description="Draft tokens in the document.")
     kept_tokens: int = Field(description="Draft tokens of the document that were kept.")
-    relevance: float = Field(
-        description="Highest draft attention any token of the document received (0 to 1)."
-    )
+    relevance: float = Field(description="Highest draft attention any token of the document received (0 to 1).")
 
     @property
     def kept_fraction(self) -> float:
@@ -74,9 +72,7 @@ class CompressionResult(BaseModel):
     def context(self, joiner: str = "\n\n", skip_dropped: bool = True) -> str:
         """The compressed documents as one context string for the answering LLM."""
         return joiner.join(
-            document.text
-            for document in self.documents
-            if document.text and not (skip_dropped and document.is_dropped)
+            document.text for document in self.documents if document.text and not (skip_dropped and document.is_dropped)
         )
 
     def to_prompt(self, template: str | None = None) -> str:
@@ -87,6 +83,4 @@ class CompressionResult(BaseModel):
         if template is None:
             head = f"{self.instruction}\n\n" if self.instruction else ""
             return f"{head}{self.context()}\n\nQuestion: {self.question}\nAnswer:"
-        return template.format(
-            instruction=self.instruction or "", context=self.context(), question=self.question
-        )
+        return template.format(instruction=self.instruction or "", context=self.context(), question=self.question)

@@ -209,9 +209,7 @@ def get_spec(spec_or_name: str | BundleSpec) -> BundleSpec:
         return BUNDLES[spec_or_name]
     except KeyError:
         known = ", ".join(sorted(BUNDLES))
-        raise UnknownBundleError(
-            f"unknown bundle {spec_or_name!r}; known bundles: {known}"
-        ) from None
+        raise UnknownBundleError(f"unknown bundle {spec_or_name!r}; known bundles: {known}") from None
 
 
 def specrag_home() -> Path:
@@ -303,14 +301,11 @@ def _verify(spec: BundleSpec, actual: str) -> None:
     """Refuse weights whose hash differs from the pinned one (e.g. a re-uploaded package)."""
     if actual != spec.sha256:
         raise BundleChecksumError(
-            f"bundle {spec.name!r}: assembled GGUF has sha256 {actual}, expected {spec.sha256}; "
-            "refusing to load it"
+            f"bundle {spec.name!r}: assembled GGUF has sha256 {actual}, expected {spec.sha256}; refusing to load it"
         )
 
 
-def _dequantise(
-    spec: BundleSpec, gguf_dir: Path
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def _dequantise(spec: BundleSpec, gguf_dir: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load the GGUF in ``gguf_dir`` as a plain bf16 model plus its fast tokenizer.
 
     ``GgufConfig(dequantize=True)`` asks for plain ``nn.Linear`` weights and makes
@@ -328,9 +323,7 @@ def _dequantise(
     return model, tokenizer
 
 
-def _save(
-    spec: BundleSpec, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path
-) -> None:
+def _save(spec: BundleSpec, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
     """Write model (safetensors), tokenizer and, last, the completion marker to ``folder``."""
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -405,9 +398,7 @@ def _build(spec: BundleSpec, bar: tqdm) -> Path:
     return final
 
 
-def pull_bundle(
-    spec_or_name: str | BundleSpec, *, progress: bool = True, force: bool = False
-) -> Path:
+def pull_bundle(spec_or_name: str | BundleSpec, *, progress: bool = True, force: bool = False) -> Path:
     """Make a bundle available offline and return its bf16 safetensors folder.
 
     Parameters

@@ -38,9 +38,7 @@ class AttentionObserver(Protocol):
     them: the model's own attention output is computed from the same tensors.
     """
 
-    def observe(
-        self, layer_idx: int, query: torch.Tensor, key: torch.Tensor, scaling: float | None
-    ) -> None: ...
+    def observe(self, layer_idx: int, query: torch.Tensor, key: torch.Tensor, scaling: float | None) -> None: ...
 
 
 _ACTIVE_CAPTURE: contextvars.ContextVar[AttentionObserver | None] = contextvars.ContextVar(

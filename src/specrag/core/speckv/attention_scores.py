@@ -3,7 +3,8 @@
 SpecKV's scores differ from SpecPC's (:mod:`specrag.attention`) in one way that matters:
 every KV head keeps its own entries, so scores are reduced over the query heads *of one KV
 group* and over queries, never across KV heads. Everything here is a plain tensor function
-or a small observer implementing :class:`specrag.attention.AttentionObserver`, so it can be
+or a small observer implementing :class:`specrag.core.attention.AttentionObserver` (and
+:class:`specrag.core.speckv.policies.EntryScorer`: it can then score a layer's entries), so it can be
 tested without a model and plugged into the scoped capture without touching attention code.
 
 Memory stays ``O(heads * query_chunk * keys)`` per call: the ``keys x keys`` matrix is never
@@ -16,6 +17,8 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+
+from ..attention import AttentionObserver
 
 Reduction = Literal["max", "mean"]
 
@@ -205,9 +208,7 @@ class DraftGuidedScores:
         self._totals: dict[int, torch.Tensor] = {}
         self._counts: dict[int, int] = {}
 
-    def observe(
-        self, layer_idx: int, query: torch.Tensor, key: torch.Tensor, scaling: float | None
-    ) -> None:
+    def observe(self, layer_idx: int, query: torch.Tensor, key: torch.Tensor, scaling: float | None) -> None:
         """Score keys with the importance queries among ``query`` (see the class notes)."""
         if layer_idx not in self.layers:
             return
@@ -246,6 +247,11 @@ class DraftGuidedScores:
         total = self._totals[layer_idx]
         return total / self._counts[layer_idx] if self.reduction == "mean" else total
 
+    def scores(self, layer_idx: int, keys: torch.Tensor) -> torch.Tensor:
+        """Scores of the layer's first ``keys.shape[2]`` entries (the prompt, once the
+        draft-answer entries are rolled back)."""
+        return self.result(layer_idx)[..., : keys.shape[2]]
+
 
 class RecentQueries:
     """Observer remembering, per layer, the queries of the last ``window`` tokens fed.
@@ -256,15 +262,21 @@ class RecentQueries:
     :func:`kv_head_scores` assumes.
     """
 
-    def __init__(self, window: int, layers: set[int] | frozenset[int]) -> None:
+    def __init__(
+        self,
+        window: int,
+        layers: set[int] | frozenset[int],
+        reduction: Reduction = "max",
+        query_chunk: int = 16,
+    ) -> None:
         self.window = window
         self.layers = frozenset(layers)
+        self.reduction: Reduction = reduction
+        self.query_chunk = query_chunk
         self._queries: dict[int, torch.Tensor] = {}
         self._scaling: dict[int, float] = {}
 
-    def observe(
-        self, layer_idx: int, query: torch.Tensor, key: torch.Tensor, scaling: float | None
-    ) -> None:
+    def observe(self, layer_idx: int, query: torch.Tensor, key: torch.Tensor, scaling: float | None) -> None:
         """Append the layer's newest queries, keeping only the last ``window``."""
         if layer_idx not in self.layers:
             return
@@ -274,9 +286,7 @@ class RecentQueries:
         self._queries[layer_idx] = merged[:, :, -self.window :, :].clone()
         self._scaling[layer_idx] = scaling if scaling is not None else query.shape[-1] ** -0.5
 
-    def scores(
-        self, layer_idx: int, key: torch.Tensor, reduction: Reduction = "max", query_chunk: int = 16
-    ) -> torch.Tensor:
+    def scores(self, layer_idx: int, key: torch.Tensor) -> torch.Tensor:
         """``(batch, kv_heads, entries)`` importance of a layer's current cache entries."""
         if layer_idx not in self._queries:
             raise RuntimeError(f"no recent queries were captured for layer {layer_idx}")
@@ -286,19 +296,17 @@ class RecentQueries:
             queries,
             key,
             scaling=self._scaling[layer_idx],
-            reduction=reduction,
-            query_chunk=query_chunk,
+            reduction=self.reduction,
+            query_chunk=self.query_chunk,
         )
 
 
 class FanOut:
     """Hands every observation to several observers (one capture scope holds one)."""
 
-    def __init__(self, *observers: DraftGuidedScores | RecentQueries) -> None:
+    def __init__(self, *observers: AttentionObserver) -> None:
         self.observers = observers
 
-    def observe(
-        self, layer_idx: int, query: torch.Tensor, key: torch.Tensor, scaling: float | None
-    ) -> None:
+    def observe(self, layer_idx: int, query: torch.Tensor, key: torch.Tensor, scaling: float | None) -> None:
         for observer in self.observers:
             observer.observe(layer_idx, query, key, scaling)

@@ -93,12 +93,8 @@ def plan_layers(config: PretrainedConfig, sequence_length: int) -> LayerPlan:
     """
     text_config = config.get_text_config(decoder=True)
     name = type(text_config).__name__
-    if not getattr(text_config, "is_causal", True) or getattr(
-        text_config, "use_bidirectional_attention", False
-    ):
-        raise UnsupportedModelError(
-            f"{name} uses bidirectional attention; SpecKV only serves causal decoders"
-        )
+    if not getattr(text_config, "is_causal", True) or getattr(text_config, "use_bidirectional_attention", False):
+        raise UnsupportedModelError(f"{name} uses bidirectional attention; SpecKV only serves causal decoders")
     layer_types, layer_kwargs = get_layer_types_and_kwargs(text_config)
     unsupported = sorted({kind for kind in layer_types if kind not in _SERVED_TYPES})
     if unsupported:
@@ -164,9 +160,7 @@ class BudgetedCache(Cache):
 
     def __init__(self, plan: LayerPlan) -> None:
         layers: list[DynamicLayer] = [
-            BudgetedLayer()
-            if kind == BUDGETED
-            else DynamicSlidingWindowLayer(sliding_window=int(window))  # type: ignore[arg-type]
+            BudgetedLayer() if kind == BUDGETED else DynamicSlidingWindowLayer(sliding_window=int(window))  # type: ignore[arg-type]
             for kind, window in zip(plan.kinds, plan.windows, strict=True)
         ]
         super().__init__(layers=layers)  # type: ignore[arg-type]
@@ -176,9 +170,7 @@ class BudgetedCache(Cache):
         """Evict: keep only ``indices`` (``(batch, kv_heads, n)``) of a budgeted layer."""
         layer = self.layers[layer_idx]
         if not isinstance(layer, BudgetedLayer):
-            raise ValueError(  # noqa: TRY004 - a wrong index, not a wrong type
-                f"layer {layer_idx} is not budgeted; it keeps its sliding window"
-            )
+            raise ValueError(f"layer {layer_idx} is not budgeted; it keeps its sliding window")
         layer.keep(indices)
 
     def layer_keys(self, layer_idx: int) -> torch.Tensor:
@@ -209,8 +201,7 @@ class BudgetedCache(Cache):
     def entries(self) -> list[int]:
         """Entries each layer holds now (what attention reads per KV head)."""
         return [
-            0 if layer.keys is None or layer.keys.numel() == 0 else int(layer.keys.shape[-2])
-            for layer in self.layers
+            0 if layer.keys is None or layer.keys.numel() == 0 else int(layer.keys.shape[-2]) for layer in self.layers
         ]
 
     def entry_bytes(self) -> list[int]:

@@ -7,8 +7,8 @@ Pipeline of one :meth:`SpecPC.compress` call::
       -> one or more draft passes, each ending with the question   (_layout_pieces)
       -> attention of the question's last tokens (+ lookahead tokens) on every document token
                                                                   (attention.AttentionCapture)
-      -> smoothed scores, units ranked, budget filled           (scoring)
-      -> character spans, snapped to words, joined verbatim      (_build_document)
+      -> ranking keys: smoothing, widening, fusion, snapping      (ranking)
+      -> units ranked, budget filled; character spans joined verbatim  (selection)
 
 The target model never appears here: the output is text, so any LLM, local or served, with
 any tokenizer, can consume it.
@@ -20,93 +20,25 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm.auto import tqdm
 
-from .attention import AttentionCapture, capture_attention, enable_capture
-from .fusion import Embedder, fuse_ranks, sentence_relevance, snap_to_sentences
-from .models import LoadedModel, load_model
-from .result import CompressedDocument, CompressionResult
-from .scoring import (
-    centred_max_pool,
-    fill_budget,
-    rank_units,
-    resolve_budget,
-    validate_keep_ratio,
-)
-from .segmentation import DocumentTokens, merge_spans, tokenize_document
+from ..attention import AttentionCapture, capture_attention, enable_capture
+from ..budget import resolve_budget, resolve_call_budget
+from ..embeddings import Embedder, resolve_embedder, sentence_relevance
+from ..models import LoadedModel, load_model
+from ..segmentation import DocumentTokens, tokenize_document
+from ..validation import validate_documents, validate_text
+from .ranking import RankingContext, TokenKeys, build_steps, rank_tokens
+from .result import CompressionResult
+from .selection import build_document, select_units
+from .settings import SpecPCSettings
 
 DEFAULT_DRAFT = "smollm2-135m"
 _FALLBACK_MAX_TOKENS = 8192  # when a config states no position limit
-
-
-class SpecPCSettings(BaseModel):
-    """Knobs of SpecPC. Defaults are the measured ones documented in ``docs/tuning.md``.
-
-    Unknown names are rejected (``extra="forbid"``): a misspelt setting must not silently
-    fall back to its default.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    window: int = Field(64, ge=1, description="Last prompt tokens whose attention scores.")
-    lookahead: int = Field(
-        1, ge=1, description="Draft tokens whose queries score; 1 = the prefill only."
-    )
-    start_layer: int | None = Field(
-        None, ge=0, description="First scored layer; None = a third of the draft's depth."
-    )
-    pool_kernel: int = Field(32, ge=1, description="Max-pool width smoothing token scores.")
-    neighbourhood: int = Field(
-        32, ge=1, description="Tokens around each peak that rank with it (kept contiguous)."
-    )
-    separator: str = Field(" … ", description="Joins kept spans inside a document.")
-    max_draft_tokens: int | None = Field(
-        None, ge=128, description="Longest draft pass; None = the draft's position limit."
-    )
-    max_unit_tokens: int = Field(24, ge=1, description="Longest word unit, in draft tokens.")
-    question_template: str = Field(
-        "\n\nQuestion: {question}\nAnswer:", description="How the question follows the documents."
-    )
-    document_separator: str = Field("\n\n", description="Between documents in the draft prompt.")
-    context_header: str = Field(
-        "Documents:\n\n",
-        description="Precedes the documents. Never empty in effect: decoder LMs dump most "
-        "attention on the first token (an attention sink), which must not be a document token.",
-    )
-
-    chat: bool = Field(
-        False,
-        description="Frame the draft prompt with the draft's chat template, so lookahead "
-        "tokens are the draft's answer rather than a continuation of the text.",
-    )
-    chat_system: str = Field(
-        "Answer the question with a short phrase copied from the documents.",
-        description="System message of the chat frame when no instruction is given.",
-    )
-    snap: Literal["word", "sentence"] = Field(
-        "word",
-        description="'sentence': every word ranks with its sentence's best score, so kept "
-        "text tends to be whole sentences.",
-    )
-    relevance_weight: float = Field(
-        0.5,
-        ge=0.0,
-        description="With an embedder: weight of sentence-to-question similarity against "
-        "draft attention (weight 1; both as percentile ranks). 0.5 was the best of 0.5/1/2 "
-        "on Quoref (docs/benchmarks.md).",
-    )
-
-    @field_validator("question_template")
-    @classmethod
-    def _has_question_slot(cls, value: str) -> str:
-        if "{question}" not in value:
-            raise ValueError("question_template must contain '{question}'")
-        return value
 
 
 @dataclass(frozen=True)
@@ -161,8 +93,8 @@ class SpecPC:
         Show a progress bar when an input needs several draft passes.
     embedder:
         Optional sentence relevance fused with the draft's attention (see
-        :mod:`specrag.fusion`): ``"minilm"`` (the offline all-MiniLM-L6-v2 of the
-        ``embeddings`` extra; :class:`~specrag.demo.EmbeddingsUnavailableError` if it is not
+        :mod:`specrag.core.embeddings`): ``"minilm"`` (the offline all-MiniLM-L6-v2 of the
+        ``embeddings`` extra; :class:`~specrag.core.embeddings.EmbeddingsUnavailableError` if it is not
         installed), a sentence-transformers model, or a callable mapping texts to unit
         vectors. ``None`` (default): draft attention alone.
     **settings:
@@ -190,17 +122,14 @@ class SpecPC:
         embedder: Embedder | str | Any | None = None,
         **settings: object,
     ) -> None:
-        if keep_ratio is not None and max_tokens is not None:
-            raise ValueError("give keep_ratio or max_tokens, not both")
-        if keep_ratio is None and max_tokens is None:
-            keep_ratio = 0.25
-        resolve_budget(0, keep_ratio, max_tokens)  # validates early, before loading a model
+        # Validated before a model is loaded; neither given means keep_ratio=0.25.
+        keep_ratio, max_tokens = resolve_call_budget(keep_ratio, max_tokens)
         self.keep_ratio = keep_ratio
         self.max_tokens = max_tokens
         self.settings = SpecPCSettings(**settings)  # type: ignore[arg-type]
         self.draft = draft if isinstance(draft, LoadedModel) else load_model(draft, device, dtype)
         self.progress = progress
-        self.embedder = _resolve_embedder(embedder)
+        self.embedder = resolve_embedder(embedder)
         if self.settings.chat and not getattr(self.draft.tokenizer, "chat_template", None):
             raise ValueError(f"chat=True, but the tokenizer of draft {self.draft.name!r} has no chat template")
         self._start_layer = self._resolve_start_layer()
@@ -230,16 +159,18 @@ class SpecPC:
         budget = resolve_budget(total, ratio, absolute)
         doc_scores, pieces = self._score(tokenized, question, instruction, budget, total)
         scored = ScoredContext(
-            documents=tuple(docs), question=question, instruction=instruction,
-            tokenized=tuple(tokenized), scores=tuple(doc_scores), pieces=pieces,
+            documents=tuple(docs),
+            question=question,
+            instruction=instruction,
+            tokenized=tuple(tokenized),
+            scores=tuple(doc_scores),
+            pieces=pieces,
             seconds=time.perf_counter() - started,
             relevance=self._relevance(docs, question, tokenized) if budget else None,
         )
         return self._result(scored, budget)
 
-    def score(
-        self, documents: Sequence[str], question: str, instruction: str | None = None
-    ) -> ScoredContext:
+    def score(self, documents: Sequence[str], question: str, instruction: str | None = None) -> ScoredContext:
         """Run the draft once and keep its token scores, to select under several budgets.
 
         ``pc.select(pc.score(docs, q), keep_ratio=r)`` equals ``pc.compress(docs, q,
@@ -251,9 +182,14 @@ class SpecPC:
         doc_scores, pieces = self._score(tokenized, question, instruction, total, total)
         relevance = self._relevance(docs, question, tokenized)
         return ScoredContext(
-            documents=tuple(docs), question=question, instruction=instruction,
-            tokenized=tuple(tokenized), scores=tuple(doc_scores), pieces=pieces,
-            seconds=time.perf_counter() - started, relevance=relevance,
+            documents=tuple(docs),
+            question=question,
+            instruction=instruction,
+            tokenized=tuple(tokenized),
+            scores=tuple(doc_scores),
+            pieces=pieces,
+            seconds=time.perf_counter() - started,
+            relevance=relevance,
         )
 
     def select(
@@ -275,14 +211,12 @@ class SpecPC:
         self, documents: Sequence[str], question: str, instruction: str | None
     ) -> tuple[list[str], str, str | None, list[DocumentTokens | None]]:
         """Validate the inputs and split each non-blank document into word units."""
-        docs = _validate_documents(documents)
-        question = _validate_text("question", question, allow_empty=False)
+        docs = validate_documents(documents)
+        question = validate_text("question", question, allow_empty=False)
         if instruction is not None:
-            instruction = _validate_text("instruction", instruction, allow_empty=True)
+            instruction = validate_text("instruction", instruction, allow_empty=True)
         tokenized = [
-            tokenize_document(self.draft.tokenizer, text, self.settings.max_unit_tokens)
-            if text.strip()
-            else None
+            tokenize_document(self.draft.tokenizer, text, self.settings.max_unit_tokens) if text.strip() else None
             for text in docs
         ]
         return docs, question, instruction, tokenized
@@ -290,15 +224,15 @@ class SpecPC:
     def _result(self, scored: ScoredContext, budget: int) -> CompressionResult:
         started = time.perf_counter()
         tokenized, doc_scores = list(scored.tokenized), list(scored.scores)
-        kept_units, partial = self._select(scored, budget)
+        selection = select_units(tokenized, self.token_keys(scored), budget)
         compressed = [
-            _build_document(
+            build_document(
                 index,
                 scored.documents[index],
                 tokenized[index],
                 doc_scores[index],
-                kept_units.get(index, np.zeros(0, dtype=np.int64)),
-                partial.get(index, {}),
+                selection.units.get(index, np.zeros(0, dtype=np.int64)),
+                selection.partial.get(index, {}),
                 self.settings.separator,
             )
             for index in range(len(scored.documents))
@@ -391,9 +325,7 @@ class SpecPC:
         def close() -> None:
             nonlocal ids, flat_pos, piece_pos
             if flat_pos:
-                pieces.append(
-                    _Piece(ids + suffix, np.concatenate(flat_pos), np.concatenate(piece_pos), len(suffix))
-                )
+                pieces.append(_Piece(ids + suffix, np.concatenate(flat_pos), np.concatenate(piece_pos), len(suffix)))
             ids, flat_pos, piece_pos = list(prefix), [], []
 
         for doc in tokenized:
@@ -462,84 +394,28 @@ class SpecPC:
         return capture.result()[0].float().cpu().numpy()
 
     # ------------------------------------------------------------------ selection
-    def token_keys(self, scored: ScoredContext) -> list[tuple[np.ndarray, ...] | None]:
+    def token_keys(self, scored: ScoredContext) -> list[TokenKeys | None]:
         """Per document, the per-token ranking keys selection uses, most significant first
         (``None`` for a blank document).
 
-        Keys: the smoothed and widened attention (fused with sentence relevance when an
-        embedder is set, then snapped to sentences when ``snap="sentence"``), the smoothed
-        attention, the raw attention. Exposed so that a caller who counts its budget in
-        another tokenizer (the benchmark counts in the target's) ranks exactly as SpecPC does.
+        Keys: the output of the ranking pipeline (:mod:`specrag.core.specpc.ranking`:
+        smoothing, widening, fusion with sentence relevance when an embedder is set,
+        sentence snapping with ``snap="sentence"``), the smoothed attention, the raw
+        attention. Exposed so that a caller who counts its budget in another tokenizer (the
+        benchmark counts in the target's) ranks exactly as SpecPC does.
         """
-        settings = self.settings
-        keys: list[tuple[np.ndarray, ...] | None] = []
-        for index, doc in enumerate(scored.tokenized):
-            if doc is None or doc.num_tokens == 0:
-                keys.append(None)
-                continue
-            raw = scored.scores[index].astype(np.float64)
-            pooled = centred_max_pool(raw, settings.pool_kernel)
-            keys.append((centred_max_pool(pooled, settings.neighbourhood), pooled, raw))
-        present = [index for index, key in enumerate(keys) if key is not None]
-        if scored.relevance is not None and present:
-            fused = fuse_ranks(
-                [[keys[i][0] for i in present], [scored.relevance[i] for i in present]],  # type: ignore[index]
-                [1.0, settings.relevance_weight],
-            )
-            for index, primary in zip(present, fused):
-                keys[index] = (primary, *keys[index][1:])  # type: ignore[index]
-        if settings.snap == "sentence":
-            for index in present:
-                doc = scored.tokenized[index]
-                assert doc is not None and keys[index] is not None
-                primary = snap_to_sentences(scored.documents[index], doc.token_starts, keys[index][0])  # type: ignore[index]
-                keys[index] = (primary, *keys[index][1:])  # type: ignore[index]
-        return keys
-
-    def _select(
-        self, scored: ScoredContext, budget: int
-    ) -> tuple[dict[int, np.ndarray], dict[int, dict[int, int]]]:
-        """Choose kept units across all documents; return kept unit indices per document and
-        partially kept units ``{doc: {unit: tokens}}`` used only to spend an exact budget."""
-        tokenized = scored.tokenized
-        doc_ids, unit_ids, sizes, primary, secondary, tertiary = [], [], [], [], [], []
-        for index, token_keys in enumerate(self.token_keys(scored)):
-            doc = tokenized[index]
-            if doc is None or token_keys is None:
-                continue
-            firsts = doc.unit_first_token
-            doc_ids.append(np.full(doc.num_units, index))
-            unit_ids.append(np.arange(doc.num_units))
-            sizes.append(doc.unit_sizes)
-            for out, key in zip((primary, secondary, tertiary), token_keys):
-                out.append(np.maximum.reduceat(key, firsts))
-        if not doc_ids or budget == 0:
-            return {}, {}
-        ranking = rank_units(
-            np.concatenate(doc_ids),
-            np.concatenate(unit_ids),
-            np.concatenate(sizes),
-            [np.concatenate(primary), np.concatenate(secondary), np.concatenate(tertiary)],
+        present = [index for index, doc in enumerate(scored.tokenized) if doc is not None and doc.num_tokens > 0]
+        context = RankingContext(
+            documents=[scored.documents[index] for index in present],
+            tokens=[scored.tokenized[index] for index in present],  # type: ignore[misc]
+            relevance=None if scored.relevance is None else [scored.relevance[index] for index in present],
         )
-        kept, remaining = fill_budget(ranking, budget)
-        partial: dict[int, dict[int, int]] = {}
-        for position in ranking.order:
-            if remaining == 0:
-                break
-            if kept[position]:
-                continue
-            doc = tokenized[int(ranking.document[position])]
-            assert doc is not None
-            cuts = doc.char_boundary_prefixes(int(ranking.unit[position]))
-            fitting = cuts[cuts <= remaining]
-            if fitting.size:
-                take = int(fitting.max())
-                partial.setdefault(int(ranking.document[position]), {})[int(ranking.unit[position])] = take
-                remaining -= take
-        kept_by_doc: dict[int, np.ndarray] = {}
-        for position in np.nonzero(kept)[0]:
-            kept_by_doc.setdefault(int(ranking.document[position]), []).append(int(ranking.unit[position]))  # type: ignore[arg-type]
-        return {doc: np.sort(np.asarray(units)) for doc, units in kept_by_doc.items()}, partial
+        steps = build_steps(self.settings, fused=scored.relevance is not None)
+        ranked = rank_tokens([scored.scores[index] for index in present], steps, context)
+        keys: list[TokenKeys | None] = [None] * len(scored.tokenized)
+        for index, token_keys in zip(present, ranked, strict=True):
+            keys[index] = token_keys
+        return keys
 
     def _relevance(
         self, docs: list[str], question: str, tokenized: list[DocumentTokens | None]
@@ -551,18 +427,8 @@ class SpecPC:
         return tuple(sentence_relevance(self.embedder, question, docs, starts))
 
     # ------------------------------------------------------------------ helpers
-    def _call_budget(
-        self, keep_ratio: float | None, max_tokens: int | None
-    ) -> tuple[float | None, int | None]:
-        if keep_ratio is not None and max_tokens is not None:
-            raise ValueError("give keep_ratio or max_tokens, not both")
-        if keep_ratio is not None:
-            validate_keep_ratio(keep_ratio)
-            return keep_ratio, None
-        if max_tokens is not None:
-            resolve_budget(0, None, max_tokens)
-            return None, max_tokens
-        return self.keep_ratio, self.max_tokens
+    def _call_budget(self, keep_ratio: float | None, max_tokens: int | None) -> tuple[float | None, int | None]:
+        return resolve_call_budget(keep_ratio, max_tokens, default=(self.keep_ratio, self.max_tokens))
 
     def _resolve_start_layer(self) -> int:
         layers = self.draft.num_layers
@@ -592,31 +458,6 @@ class SpecPC:
         return f"SpecPC(draft={self.draft.name!r}, {budget}, start_layer={self._start_layer}, {self.settings!r})"
 
 
-def _resolve_embedder(embedder: Embedder | str | Any | None) -> Embedder | None:
-    """``"minilm"``, a sentence-transformers model (anything with ``encode``) or a callable."""
-    if embedder is None:
-        return None
-    if isinstance(embedder, str):
-        if embedder != "minilm":
-            raise ValueError(f"embedder must be 'minilm', a callable or a sentence-transformers model, got {embedder!r}")
-        from .demo import embed, load_minilm
-
-        load_minilm()  # fail now, with the install hint, rather than on the first compress
-        return embed
-    if hasattr(embedder, "encode"):
-        model = embedder
-
-        def encode(texts: Sequence[str]) -> np.ndarray:
-            return np.asarray(
-                model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-            )
-
-        return encode
-    if callable(embedder):
-        return embedder
-    raise TypeError(f"embedder must be 'minilm', a callable or a sentence-transformers model, got {type(embedder).__name__}")
-
-
 def _split_flat(flat: np.ndarray, tokenized: list[DocumentTokens | None]) -> list[np.ndarray]:
     out, offset = [], 0
     for doc in tokenized:
@@ -624,67 +465,3 @@ def _split_flat(flat: np.ndarray, tokenized: list[DocumentTokens | None]) -> lis
         out.append(flat[offset : offset + count])
         offset += count
     return out
-
-
-def _build_document(
-    index: int,
-    original: str,
-    doc: DocumentTokens | None,
-    raw_scores: np.ndarray,
-    kept_units: np.ndarray,
-    partial: dict[int, int],
-    separator: str,
-) -> CompressedDocument:
-    """Turn kept units into verbatim, word-snapped character spans and the joined text."""
-    if doc is None:  # empty or whitespace-only: passed through untouched
-        spans = [(0, len(original))] if original else []
-        return CompressedDocument(
-            index=index, original=original, text=original, spans=spans,
-            original_tokens=0, kept_tokens=0, relevance=0.0,
-        )
-    sizes = doc.unit_sizes
-    pieces: list[tuple[int, int]] = []
-    kept_tokens = int(sizes[kept_units].sum()) if kept_units.size else 0
-    # Whole units: runs of consecutive unit indices form one span.
-    run_start = None
-    for position, unit in enumerate(kept_units.tolist()):
-        if run_start is None:
-            run_start = unit
-        is_last = position == len(kept_units) - 1
-        if is_last or kept_units[position + 1] != unit + 1:
-            pieces.append((int(doc.unit_char_starts[run_start]), doc.unit_char_end(unit)))
-            run_start = None
-    for unit, tokens in partial.items():
-        pieces.append((int(doc.unit_char_starts[unit]), doc.unit_char_end(unit, tokens)))
-        kept_tokens += tokens
-    spans = merge_spans(original, sorted(pieces))
-    return CompressedDocument(
-        index=index,
-        original=original,
-        text=separator.join(original[start:end] for start, end in spans),
-        spans=spans,
-        original_tokens=doc.num_tokens,
-        kept_tokens=kept_tokens,
-        relevance=float(raw_scores.max()) if raw_scores.size else 0.0,
-    )
-
-
-def _validate_documents(documents: object) -> list[str]:
-    if isinstance(documents, (str, bytes)) or not isinstance(documents, Sequence):
-        raise TypeError(
-            f"documents must be a list of strings, got {type(documents).__name__}"
-        )
-    for position, document in enumerate(documents):
-        if not isinstance(document, str):
-            raise TypeError(
-                f"documents[{position}] must be a str, got {type(document).__name__}"
-            )
-    return list(documents)
-
-
-def _validate_text(name: str, value: object, *, allow_empty: bool) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
-    if not allow_empty and not value.strip():
-        raise ValueError(f"{name} must not be empty")
-    return value

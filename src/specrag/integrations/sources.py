@@ -25,9 +25,10 @@ from pydantic import (
     model_validator,
 )
 
-from .models import LoadedModel
-from .speckv import SpecKV, SpecKVSettings, validate_budget
-from .specpc import DEFAULT_DRAFT, SpecPC, SpecPCSettings
+from ..core.models import LoadedModel
+from ..core.speckv import SpecKV, resolve_config, validate_budget
+from ..core.speckv.engine import check_draft
+from ..core.specpc import DEFAULT_DRAFT, SpecPC, SpecPCSettings
 
 _BUILD_LOCK = threading.Lock()  # one lazy model build at a time: loading is slow and memory-hungry
 
@@ -70,9 +71,7 @@ class SpecPCSource(_ModelNames):
     )
     device: str = Field("auto", description="Where to load draft when it is given by name.")
     dtype: str = Field("auto", description="Weights dtype when draft is given by name.")
-    progress: bool = Field(
-        False, description="Show SpecPC's progress bar on inputs that need several draft passes."
-    )
+    progress: bool = Field(False, description="Show SpecPC's progress bar on inputs that need several draft passes.")
 
     _specpc: SpecPC | None = PrivateAttr(default=None)
 
@@ -131,7 +130,7 @@ class SpecKVSource(_ModelNames):
     )
     budget: int | None = Field(None, description="Cache entries kept per layer after prefill.")
     settings: dict[str, Any] = Field(
-        default_factory=dict, description="SpecKVSettings fields (window, rescore_every, ...)."
+        default_factory=dict, description="SpecKV settings: policy and its settings, window, rescore_every, ..."
     )
     device: str = Field("auto", description="Where to load models given by name.")
     dtype: str = Field("auto", description="Weights dtype for models given by name.")
@@ -151,10 +150,11 @@ class SpecKVSource(_ModelNames):
         if self.budget is None:
             raise ValueError(f"{owner} needs a budget (cache entries per layer) or an engine")
         try:
-            settings = SpecKVSettings(**self.settings)
-        except ValidationError as error:
-            raise ValueError(f"{owner}: invalid SpecKV settings: {error}") from None
-        validate_budget(self.budget, settings)
+            settings, policy = resolve_config(self.settings, has_draft=self.draft is not None)
+            validate_budget(self.budget, settings, policy)
+            check_draft(policy, self.draft)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{owner}: {error}") from None
         return self
 
     @field_serializer("target", "draft")
@@ -177,7 +177,12 @@ class SpecKVSource(_ModelNames):
                 if self._engine is None:
                     assert self.target is not None and self.budget is not None
                     self._engine = SpecKV(
-                        self.target, self.draft, budget=self.budget, device=self.device, dtype=self.dtype, **self.settings
+                        self.target,
+                        self.draft,
+                        budget=self.budget,
+                        device=self.device,
+                        dtype=self.dtype,
+                        **self.settings,
                     )
         return self._engine
 

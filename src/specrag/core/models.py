@@ -177,9 +177,7 @@ def _auto_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if _cpu_runs_bf16_well() else torch.float32
 
 
-def resolve_dtype(
-    dtype: str | torch.dtype = "auto", device: str | torch.device = "auto"
-) -> torch.dtype:
+def resolve_dtype(dtype: str | torch.dtype = "auto", device: str | torch.device = "auto") -> torch.dtype:
     """Turn ``"auto"``, a dtype name or a :class:`torch.dtype` into a floating dtype.
 
     Parameters
@@ -251,9 +249,7 @@ def _load(source: str, name: str, device: torch.device, dtype: torch.dtype) -> L
     """Load model and tokenizer from a folder or hub id onto ``device``."""
     try:
         tokenizer = _fast_tokenizer(source)
-        model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype, attn_implementation="sdpa"
-        )
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation="sdpa")
     except OSError as error:
         if Path(source).is_dir():
             raise
@@ -385,9 +381,7 @@ def build_tiny_model(arch: str = "llama", **overrides: Any) -> LoadedModel:
         For an unknown architecture.
     """
     if arch not in _TINY_CONFIGS:
-        raise ValueError(
-            f"unknown tiny architecture {arch!r}; expected one of {sorted(_TINY_CONFIGS)}"
-        )
+        raise ValueError(f"unknown tiny architecture {arch!r}; expected one of {sorted(_TINY_CONFIGS)}")
     tokenizer = tiny_tokenizer()
     settings: dict[str, Any] = {
         "vocab_size": len(tokenizer),

@@ -1,0 +1,51 @@
+"""What one SpecKV generation returns."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..specpc.result import CompressionResult
+
+FinishReason = Literal["eos", "stop", "length"]
+
+
+class SpecKVResult(BaseModel):
+    """What one generation produced and what it cost.
+
+    ``token_ids`` are the generated target tokens, including the EOS or the token that
+    completed a stop string; ``text`` excludes special tokens and anything from a stop
+    string on. Cache figures count entries per layer: one entry is one position's key and
+    value for all KV heads of that layer.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    token_ids: list[int]
+    finish_reason: FinishReason = Field(description="'eos', 'stop' (a stop string) or 'length'.")
+    prompt_tokens: int = Field(description="Target tokens of the prompt (after compression).")
+    lookahead_tokens: int = Field(description="Draft-answer tokens (target ids) that scored.")
+    budget: int
+    evicted: bool = Field(description="Whether the prefill was evicted (prompt > budget).")
+    budgeted_layers: list[int] = Field(description="Layers whose cache is kept to the budget.")
+    prefill_cache_entries: list[int] = Field(description="Entries per layer after prefill eviction.")
+    cache_entries: list[int] = Field(description="Entries per layer at the end.")
+    peak_decode_entries: int = Field(
+        description="Most entries any budgeted layer held during a decode step (0 if none ran)."
+    )
+    rescores: int = Field(description="Evictions during decoding (re-scoring mode).")
+    kv_bytes: int = Field(description="Bytes of keys and values held at the end.")
+    full_kv_bytes: int = Field(description="Bytes a full (never evicted) cache would hold then.")
+    draft_seconds: float
+    prefill_seconds: float = Field(description="Target prefill, scoring forward and eviction.")
+    decode_seconds: float
+    decode_tokens_per_second: float = Field(description="Decode forwards per second.")
+    compression: CompressionResult | None = Field(
+        None, description="SpecPC's result when documents were compressed first."
+    )
+
+    @property
+    def output_tokens(self) -> int:
+        return len(self.token_ids)

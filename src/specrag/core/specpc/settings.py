@@ -1,0 +1,66 @@
+"""SpecPC's settings: one validated, frozen pydantic model."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class SpecPCSettings(BaseModel):
+    """Knobs of SpecPC. Defaults are the measured ones documented in ``docs/tuning.md``.
+
+    Unknown names are rejected (``extra="forbid"``): a misspelt setting must not silently
+    fall back to its default.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    window: int = Field(64, ge=1, description="Last prompt tokens whose attention scores.")
+    lookahead: int = Field(1, ge=1, description="Draft tokens whose queries score; 1 = the prefill only.")
+    start_layer: int | None = Field(None, ge=0, description="First scored layer; None = a third of the draft's depth.")
+    pool_kernel: int = Field(32, ge=1, description="Max-pool width smoothing token scores.")
+    neighbourhood: int = Field(32, ge=1, description="Tokens around each peak that rank with it (kept contiguous).")
+    separator: str = Field(" … ", description="Joins kept spans inside a document.")
+    max_draft_tokens: int | None = Field(
+        None, ge=128, description="Longest draft pass; None = the draft's position limit."
+    )
+    max_unit_tokens: int = Field(24, ge=1, description="Longest word unit, in draft tokens.")
+    question_template: str = Field(
+        "\n\nQuestion: {question}\nAnswer:", description="How the question follows the documents."
+    )
+    document_separator: str = Field("\n\n", description="Between documents in the draft prompt.")
+    context_header: str = Field(
+        "Documents:\n\n",
+        description="Precedes the documents. Never empty in effect: decoder LMs dump most "
+        "attention on the first token (an attention sink), which must not be a document token.",
+    )
+
+    chat: bool = Field(
+        False,
+        description="Frame the draft prompt with the draft's chat template, so lookahead "
+        "tokens are the draft's answer rather than a continuation of the text.",
+    )
+    chat_system: str = Field(
+        "Answer the question with a short phrase copied from the documents.",
+        description="System message of the chat frame when no instruction is given.",
+    )
+    snap: Literal["word", "sentence"] = Field(
+        "word",
+        description="'sentence': every word ranks with its sentence's best score, so kept "
+        "text tends to be whole sentences.",
+    )
+    relevance_weight: float = Field(
+        0.5,
+        ge=0.0,
+        description="With an embedder: weight of sentence-to-question similarity against "
+        "draft attention (weight 1; both as percentile ranks). 0.5 was the best of 0.5/1/2 "
+        "on Quoref (docs/benchmarks.md).",
+    )
+
+    @field_validator("question_template")
+    @classmethod
+    def _has_question_slot(cls, value: str) -> str:
+        if "{question}" not in value:
+            raise ValueError("question_template must contain '{question}'")
+        return value
