@@ -3,6 +3,7 @@
 Methods (``kv_`` prefix) and how each maps onto :class:`~specrag.SpecKV`:
 
 ``kv_full``      no eviction (budget larger than any prompt).
+``kv_knorm``     lowest key norms (Devoto et al. 2024): ``draft=None, policy="knorm"``.
 ``kv_snapkv``    window-only target attention: ``draft=None, policy="snapkv"``.
 ``kv_speckv``    draft answer as lookahead: ``draft=<draft>``.
 ``kv_oracle``    the target's own answer as lookahead: ``draft=<target>`` (upper bound).
@@ -28,7 +29,7 @@ from ..core.models import LoadedModel
 from ..core.speckv import SpecKV, SpecKVResult
 from ..core.specpc import SpecPC
 
-KV_METHODS = ("kv_full", "kv_streaming", "kv_snapkv", "kv_speckv", "kv_oracle", "kv_speckv_pc")
+KV_METHODS = ("kv_full", "kv_streaming", "kv_knorm", "kv_snapkv", "kv_speckv", "kv_oracle", "kv_speckv_pc")
 KV_DRAFT_METHODS = frozenset({"kv_speckv", "kv_speckv_pc"})
 UNAVAILABLE: dict[str, str] = {}
 """Method name -> why SpecKV cannot run it (such rows are reported as not measured)."""
@@ -81,6 +82,8 @@ def make_kv_method(name: str, *, target: LoadedModel, draft: LoadedModel | None)
         return KVMethod(name, target, None)
     if name == "kv_streaming":
         return KVMethod(name, target, None, settings={"policy": "streaming"})
+    if name == "kv_knorm":
+        return KVMethod(name, target, None, settings={"policy": "knorm"})
     if name == "kv_snapkv":
         return KVMethod(name, target, None, settings={"policy": "snapkv"})
     if name == "kv_speckv":

@@ -6,6 +6,7 @@ name           class                                       draft       observes
 ``speckv``     :class:`~.speckv.DraftAttention`            yes         window + answer
 ``snapkv``     :class:`~.snapkv.SnapKV`                    no          window queries
 ``streaming``  :class:`~.streaming.StreamingLLM`           no          nothing
+``knorm``      :class:`~.knorm.KeyNorm`                    no          nothing (keys)
 =============  ==========================================  ==========  =================
 
 ``"attention"`` (the default, as in 0.1) is ``speckv``, which scores like ``snapkv`` when
@@ -23,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .base import EntryScorer, EvictionPolicy, Phase, ScoredPolicy
+from .knorm import KeyNorm
 from .snapkv import SnapKV
 from .speckv import DraftAttention
 from .streaming import StreamingLLM
@@ -33,6 +35,7 @@ POLICIES: dict[str, type[EvictionPolicy]] = {
         DraftAttention,
         SnapKV,
         StreamingLLM,
+        KeyNorm,
     )
 }
 """Every registered policy, by name."""
@@ -90,6 +93,7 @@ __all__ = [
     "DraftAttention",
     "EntryScorer",
     "EvictionPolicy",
+    "KeyNorm",
     "Phase",
     "ScoredPolicy",
     "SnapKV",
