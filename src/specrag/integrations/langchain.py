@@ -66,6 +66,7 @@ from pydantic import (
 from ..core.models import LoadedModel
 from ..core.speckv import SpecKVResult
 from ..core.specpc import CompressedDocument, CompressionResult, SpecPC
+from ..core.trimming import split_history, trim_pieces
 from .sources import SpecKVSource, SpecPCSource
 
 __all__ = [
@@ -414,36 +415,32 @@ def trim_messages_with_specpc(
 
     tokenizer = compressor.draft.tokenizer
 
+    def count_text(text: str) -> int:
+        return len(tokenizer.encode(text, add_special_tokens=False)) if text else 0
+
     def count(content: Any) -> int:
-        return sum(len(tokenizer.encode(text, add_special_tokens=False)) for _, text in _text_pieces(content) if text)
+        return sum(count_text(text) for _, text in _text_pieces(content))
 
-    verbatim_tokens = 0
-    shrinkable: list[int] = []
-    for index, message in enumerate(history):
-        tokens = count(message.content)
-        if index < last_human and not isinstance(message, SystemMessage) and tokens > short_message_tokens:
-            shrinkable.append(index)
-        else:
-            verbatim_tokens += tokens
-    budget = max(0, max_tokens - verbatim_tokens)
-    if sum(count(history[index].content) for index in shrinkable) <= budget:
+    plan = split_history(
+        [count(message.content) for message in history],
+        verbatim=[index >= last_human or isinstance(m, SystemMessage) for index, m in enumerate(history)],
+        max_tokens=max_tokens,
+        short_message_tokens=short_message_tokens,
+    )
+    if sum(count(history[index].content) for index in plan.shrinkable) <= plan.budget:
         return list(history)
+    sources = [
+        (index, block, text) for index in plan.shrinkable for block, text in _text_pieces(history[index].content)
+    ]
 
-    sources = [(index, block, text) for index in shrinkable for block, text in _text_pieces(history[index].content)]
-    texts = [text for _, _, text in sources]
-
-    result = compressor.compress(texts, question, max_tokens=budget)
-    separator = result.separator
-    kept = [list(document.spans) for document in result.documents]  # per source, in order
-
-    def render(filler: str) -> tuple[list[BaseMessage], int]:
-        """Messages rebuilt from the kept spans, and the draft tokens of their text."""
+    def rebuild(texts: list[str], filler: str) -> tuple[list[BaseMessage], int]:
+        """Messages with their pieces replaced by ``texts``, and the draft tokens spent."""
         new_texts: dict[int, dict[int | None, str]] = {}
-        for (index, block, text), spans in zip(sources, kept, strict=True):
-            new_texts.setdefault(index, {})[block] = separator.join(text[a:b] for a, b in spans)
+        for (index, block, _), text in zip(sources, texts, strict=True):
+            new_texts.setdefault(index, {})[block] = text
         trimmed = list(history)
         spent = 0
-        for index in shrinkable:
+        for index in plan.shrinkable:
             message = history[index]
             content = _replace_text(message.content, new_texts.get(index, {}))
             if _is_empty(content):
@@ -453,32 +450,17 @@ def trim_messages_with_specpc(
             spent += count(content)
         return trimmed, spent
 
-    # The draft's budget counts kept tokens only; separators, placeholders and
-    # re-tokenisation where spans meet cost more. Pay for them by giving up the shortest
-    # spans (the most fragmented, least coherent pieces) until the text fits; every round
-    # removes at least one span, so this ends.
-    separator_cost = count(separator)
-    trimmed, spent = render(placeholder)
-    while spent > budget and any(kept):
-        by_cost = sorted(
-            (count(sources[source][2][a:b]), source, position)
-            for source, spans in enumerate(kept)
-            for position, (a, b) in enumerate(spans)
-        )
-        dropping: set[tuple[int, int]] = set()
-        saved = 0
-        for cost, source, position in by_cost:
-            dropping.add((source, position))
-            saved += cost + separator_cost
-            if saved >= spent - budget:
-                break
-        kept = [
-            [span for position, span in enumerate(spans) if (source, position) not in dropping]
-            for source, spans in enumerate(kept)
-        ]
-        trimmed, spent = render(placeholder)
-    if spent > budget:  # even the placeholders do not fit
-        trimmed, spent = render("")
+    texts = trim_pieces(
+        [text for _, _, text in sources],
+        question,
+        compressor=compressor,
+        budget=plan.budget,
+        spent=lambda candidate: rebuild(candidate, placeholder)[1],
+        count=count_text,
+    )
+    trimmed, spent = rebuild(texts, placeholder)
+    if spent > plan.budget:  # even the placeholders do not fit
+        trimmed, spent = rebuild(texts, "")
     return trimmed
 
 
