@@ -2,19 +2,19 @@
 
 What each budget means
 ----------------------
-Every class names its budget after what it counts; the same word never means two things.
+Every budget is named after what it counts; this table is the one place they are defined.
 
 ``keep_ratio`` (SpecPC, its adapters, the CLI ``--keep``)
-    Fraction of the documents' tokens to keep, in ``(0, 1]``; rounds half up.
-``max_tokens`` (SpecPC, ``SpecPCCompressor``, ``SpecPCPostprocessor``, the CLI)
-    Document tokens to keep, absolute. Counted in the draft's tokenizer (question and
-    instruction are never cut and do not count).
-``cache_budget`` (SpecKV, ``ChatSpecKV``, ``SpecKVLLM``)
+    Fraction of the documents' draft tokens to keep, in ``(0, 1]``; rounds half up.
+``max_tokens`` (SpecPC, ``SpecPCCompressor``, ``SpecPCPostprocessor``, the trimmer, the CLI)
+    Document tokens to keep, absolute, in the draft's tokenizer. Question and instruction
+    are never cut and do not count. ``CompressionResult.budget`` is the number a call
+    resolved to.
+``budget`` (SpecKV, ``ChatSpecKV``, ``SpecKVLLM``; ``SpecKVResult.budget``)
     KV-cache entries each budgeted layer keeps after prefill (one entry = one position's
-    key and value for all KV heads of a layer). ``budget=`` is the same, kept for code
-    written against 0.1.
-``max_new_tokens`` (SpecKV; ``max_tokens`` in ``ChatSpecKV`` and ``SpecKVLLM``, as in every
-LangChain / LlamaIndex chat model)
+    key and value for all KV heads of a layer), in the target's tokens.
+``max_new_tokens`` (SpecKV; ``max_tokens`` in ``ChatSpecKV`` and ``SpecKVLLM``, the name
+every LangChain / LlamaIndex chat model uses for it)
     Tokens to generate.
 """
 
