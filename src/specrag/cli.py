@@ -37,9 +37,10 @@ err = Console(stderr=True)
 T = TypeVar("T")
 
 DraftOption = Annotated[str, typer.Option("--draft", "-d", help="Bundle name, local folder or hub id.")]
-KeepOption = Annotated[
-    float | None, typer.Option("--keep", "-k", help="Fraction of document tokens to keep, in (0, 1].")
-]
+_KEEP_HELP = "Fraction of document tokens to keep, in (0, 1]."
+KeepOption = Annotated[float | None, typer.Option("--keep", "-k", help=_KEEP_HELP)]
+DemoKeepOption = Annotated[float, typer.Option("--keep", "-k", help=_KEEP_HELP)]
+"""``--keep`` where a ratio always applies (the demo's default is 0.25, never None)."""
 MaxTokensOption = Annotated[int | None, typer.Option("--max-tokens", "-n", help="Absolute budget in draft tokens.")]
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")]
 HtmlOption = Annotated[Path | None, typer.Option("--html", help="Also write a page with kept text highlighted.")]
@@ -138,7 +139,7 @@ def demo(
         str | None,
         typer.Option("--question", "-q", help="Question to ask; default the first bundled one."),
     ] = None,
-    keep: KeepOption = 0.25,
+    keep: DemoKeepOption = 0.25,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Passages to retrieve.")] = 4,
     retriever: Annotated[
         str, typer.Option(help="auto (MiniLM embeddings if installed, else BM25), minilm or bm25.")

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ from .core.specpc import DEFAULT_DRAFT, CompressionResult, SpecPC
 from .render import to_html, to_rich
 
 if TYPE_CHECKING:
-    pass
+    from transformers import BatchEncoding, GenerationMixin
 
 __all__ = [
     "DEFAULT_ANSWERER",
@@ -256,8 +256,10 @@ class Answerer:
         ids = self._prompt_ids(messages)
         stops = self._stop_ids()
         pad = self.loaded.tokenizer.pad_token_id
+        # Causal LMs from AutoModelForCausalLM generate; PreTrainedModel alone does not say so.
+        model = cast("GenerationMixin", self.loaded.model)
         with torch.inference_mode():
-            output = self.loaded.model.generate(
+            output = model.generate(
                 input_ids=ids,
                 attention_mask=torch.ones_like(ids),
                 do_sample=False,
@@ -266,7 +268,8 @@ class Answerer:
                 pad_token_id=pad if pad is not None else (stops[0] if stops else None),
             )
         new_tokens = output[0, ids.shape[1] :]
-        return self.loaded.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+        # One sequence decodes to one str; the stub's list[str] is for batches.
+        return cast(str, self.loaded.tokenizer.decode(new_tokens, skip_special_tokens=True)).strip()
 
     def answer(self, prompt: str, system: str | None = None) -> str:
         """Reply to one user ``prompt``, optionally after a ``system`` message."""
@@ -277,13 +280,17 @@ class Answerer:
         """Token ids of the conversation, ending where the assistant's reply begins."""
         tokenizer = self.loaded.tokenizer
         if tokenizer.chat_template:
-            encoded = tokenizer.apply_chat_template(
-                [dict(message) for message in messages],
-                add_generation_prompt=True,
-                return_tensors="pt",
-                return_dict=True,
+            # tokenize=True with return_dict=True returns the BatchEncoding member of the stub's union.
+            encoded = cast(
+                "BatchEncoding",
+                tokenizer.apply_chat_template(
+                    [dict(message) for message in messages],
+                    add_generation_prompt=True,
+                    return_tensors="pt",
+                    return_dict=True,
+                ),
             )
-            ids = encoded["input_ids"]
+            ids: torch.Tensor = encoded["input_ids"]
         else:  # base models without a template: plain text, one turn per paragraph
             text = "\n\n".join(message["content"] for message in messages)
             ids = tokenizer(text, return_tensors="pt")["input_ids"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..core.models import LoadedModel
 from ..core.speckv import SpecKV, SpecKVResult
@@ -49,7 +50,7 @@ class KVMethod:
     target: LoadedModel
     draft: LoadedModel | None
     compressor: SpecPC | None = None
-    settings: Mapping[str, object] = field(default_factory=dict)
+    settings: Mapping[str, Any] = field(default_factory=dict)
     """:class:`~specrag.SpecKVSettings` fields that define the method (e.g. ``policy``)."""
 
     def engine(self, budget: int) -> SpecKV:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -184,7 +184,7 @@ class DraftAttention:
     the target's tokenizer this reproduces :meth:`SpecPC.compress` up to unit boundaries.
     """
 
-    def __init__(self, name: str, draft: LoadedModel, embedder: Embedder | None = None, **settings: object) -> None:
+    def __init__(self, name: str, draft: LoadedModel, embedder: Embedder | None = None, **settings: Any) -> None:
         self.name = name
         self.pc = SpecPC(draft, progress=False, embedder=embedder, **settings)
 

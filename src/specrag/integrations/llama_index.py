@@ -21,8 +21,8 @@ figures never eat the tokens the compression saved.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 try:
     from llama_index.core.base.llms.types import (
@@ -142,7 +142,7 @@ class SpecPCPostprocessor(SpecPCSource, BaseNodePostprocessor):
         if not text_positions:
             return list(nodes)
         result = self.get_specpc().compress(
-            [nodes[position].node.text for position in text_positions],
+            _texts(nodes, text_positions),
             query,
             self.instruction,
             keep_ratio=self.keep_ratio,
@@ -162,7 +162,7 @@ class SpecPCPostprocessor(SpecPCSource, BaseNodePostprocessor):
             return list(nodes)
         specpc = await self.aget_specpc()
         result = await specpc.acompress(
-            [nodes[position].node.text for position in text_positions],
+            _texts(nodes, text_positions),
             query,
             self.instruction,
             keep_ratio=self.keep_ratio,
@@ -229,6 +229,11 @@ def _text_positions(nodes: object) -> list[int]:
         if isinstance(node, TextNode) and not isinstance(node, ImageNode) and isinstance(node.text, str):
             positions.append(position)
     return positions
+
+
+def _texts(nodes: list[NodeWithScore], positions: list[int]) -> list[str]:
+    """Texts of the nodes at ``positions``: text nodes, as :func:`_text_positions` checked."""
+    return [cast(TextNode, nodes[position].node).text for position in positions]
 
 
 # ---------------------------------------------------------------------------- SpecKV LLM
@@ -439,7 +444,11 @@ class SpecKVLLM(SpecKVSource, CustomLLM):
     def _completion_prompt(self, prompt: str, formatted: bool) -> str:
         if not isinstance(prompt, str):
             raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
-        return prompt if formatted else self.completion_to_prompt(prompt)
+        if formatted:
+            return prompt
+        # Typed Optional by LlamaIndex, but its validators replace None with the identity default.
+        to_prompt = cast("Callable[[str], str]", self.completion_to_prompt)
+        return to_prompt(prompt)
 
     def _options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Engine keyword arguments: instance defaults overridden by per-call values."""

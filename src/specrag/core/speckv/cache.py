@@ -32,6 +32,7 @@ cache attends to every kept entry — which is what eviction intends.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from transformers import PretrainedConfig
@@ -166,6 +167,11 @@ class BudgetedCache(Cache):
         super().__init__(layers=layers)  # type: ignore[arg-type]
         self.plan = plan
 
+    @property
+    def _kv_layers(self) -> list[DynamicLayer]:
+        """``self.layers`` as ``__init__`` built them: every one is a ``DynamicLayer``."""
+        return cast("list[DynamicLayer]", self.layers)
+
     def keep(self, layer_idx: int, indices: torch.Tensor) -> None:
         """Evict: keep only ``indices`` (``(batch, kv_heads, n)``) of a budgeted layer."""
         layer = self.layers[layer_idx]
@@ -175,7 +181,7 @@ class BudgetedCache(Cache):
 
     def layer_keys(self, layer_idx: int) -> torch.Tensor:
         """The keys a layer holds, ``(batch, kv_heads, entries, dim)``."""
-        keys = self.layers[layer_idx].keys
+        keys = self._kv_layers[layer_idx].keys
         if keys is None:
             raise RuntimeError(f"layer {layer_idx} holds nothing yet")
         return keys
@@ -201,13 +207,14 @@ class BudgetedCache(Cache):
     def entries(self) -> list[int]:
         """Entries each layer holds now (what attention reads per KV head)."""
         return [
-            0 if layer.keys is None or layer.keys.numel() == 0 else int(layer.keys.shape[-2]) for layer in self.layers
+            0 if layer.keys is None or layer.keys.numel() == 0 else int(layer.keys.shape[-2])
+            for layer in self._kv_layers
         ]
 
     def entry_bytes(self) -> list[int]:
         """Bytes one entry (key + value, all KV heads) takes, per layer; 0 if empty."""
         sizes = []
-        for layer in self.layers:
+        for layer in self._kv_layers:
             keys, values = layer.keys, layer.values
             if keys is None or values is None or keys.numel() == 0:
                 sizes.append(0)

@@ -20,7 +20,7 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -126,7 +126,8 @@ class IncrementalText:
         self._read = 0  # end of what has been emitted
 
     def _decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+        # One flat id list decodes to one str; the stub's list[str] is for batches.
+        return cast(str, self.tokenizer.decode(list(ids), skip_special_tokens=True))
 
     def push(self, token: int) -> str:
         """Add one token; return the newly complete text (maybe empty)."""
@@ -225,7 +226,7 @@ def validate_prompt(prompt: object) -> Prompt:
                 raise TypeError(f"prompt[{position}][{field!r}] must be a str")
     if not any(message["content"].strip() for message in prompt):
         raise ValueError("prompt must not be empty: every message's content is empty")
-    return prompt  # type: ignore[return-value]
+    return prompt
 
 
 # ---------------------------------------------------------------------------- streams
