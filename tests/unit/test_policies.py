@@ -21,6 +21,7 @@ from transformers import DynamicCache
 
 from specrag import POLICIES, LoadedModel, SpecKV, build_tiny_model
 from specrag.core.attention import capture_attention
+from specrag.core.models import cache_argument
 from specrag.core.speckv.policies import EvictionPolicy, KeyNorm, make_policy
 
 PROMPT = (
@@ -59,7 +60,9 @@ class KeyLog:
 def _full_keys(loaded: LoadedModel, ids: list[int]) -> list[torch.Tensor]:
     cache = DynamicCache(config=loaded.model.config)
     with torch.inference_mode():
-        loaded.model(torch.tensor([ids]), position_ids=torch.arange(len(ids))[None], past_key_values=cache)
+        loaded.model(
+            torch.tensor([ids]), position_ids=torch.arange(len(ids))[None], **cache_argument(loaded.model, cache)
+        )
     return [layer.keys for layer in cache.layers]
 
 

@@ -23,6 +23,7 @@ from transformers import (
 )
 
 from specrag import LoadedModel, SpecKV, SpecKVResult, SpecPC, build_tiny_model
+from specrag.core.models import cache_argument
 from specrag.core.speckv.attention_scores import (
     DraftGuidedScores,
     RecentQueries,
@@ -160,8 +161,8 @@ def test_evicted_cache_decodes_like_a_masked_full_cache(llama):
     full = DynamicCache(config=config)
     positions = torch.arange(length)[None]
     with torch.inference_mode():
-        model(torch.tensor([ids]), position_ids=positions, past_key_values=evicted)
-        model(torch.tensor([ids]), position_ids=positions, past_key_values=full)
+        model(torch.tensor([ids]), position_ids=positions, **cache_argument(model, evicted))
+        model(torch.tensor([ids]), position_ids=positions, **cache_argument(model, full))
         index = torch.tensor(kept)[None, None].expand(1, config.num_key_value_heads, -1)
         for layer in range(config.num_hidden_layers):
             evicted.keep(layer, index)
@@ -170,11 +171,11 @@ def test_evicted_cache_decodes_like_a_masked_full_cache(llama):
         for step, token in enumerate([5, 17, 42, 99]):
             position = torch.tensor([[length + step]])
             mask = torch.cat([visible, torch.ones(step + 1, dtype=torch.long)])[None]
-            ours = model(torch.tensor([[token]]), position_ids=position, past_key_values=evicted)
+            ours = model(torch.tensor([[token]]), position_ids=position, **cache_argument(model, evicted))
             reference = model(
                 torch.tensor([[token]]),
                 position_ids=position,
-                past_key_values=full,
+                **cache_argument(model, full),
                 attention_mask=mask,
             )
             torch.testing.assert_close(ours.logits, reference.logits, atol=1e-5, rtol=1e-4)
@@ -191,21 +192,21 @@ def test_rollback_restores_full_and_sliding_layers_exactly():
     positions = torch.arange(len(ids))[None]
     draft_answer = torch.tensor([[3, 14, 15, 92, 65]])
     with torch.inference_mode():
-        model(torch.tensor([ids]), position_ids=positions, past_key_values=rolled)
-        model(torch.tensor([ids]), position_ids=positions, past_key_values=clean)
+        model(torch.tensor([ids]), position_ids=positions, **cache_argument(model, rolled))
+        model(torch.tensor([ids]), position_ids=positions, **cache_argument(model, clean))
         rolled.start_rollback()
         model(
             draft_answer,
             position_ids=torch.arange(len(ids), len(ids) + 5)[None],
-            past_key_values=rolled,
+            **cache_argument(model, rolled),
         )
         rolled.rollback(5)
         for ours, reference in zip(rolled.layers, clean.layers, strict=True):
             assert torch.equal(ours.keys, reference.keys) and torch.equal(ours.values, reference.values)
         assert rolled.get_seq_length(0) == clean.get_seq_length(0)
         step = {"position_ids": torch.tensor([[len(ids)]])}
-        a = model(torch.tensor([[7]]), past_key_values=rolled, **step).logits
-        b = model(torch.tensor([[7]]), past_key_values=clean, **step).logits
+        a = model(torch.tensor([[7]]), **cache_argument(model, rolled), **step).logits
+        b = model(torch.tensor([[7]]), **cache_argument(model, clean), **step).logits
     assert torch.equal(a, b)
 
 

@@ -15,6 +15,7 @@ from transformers import DynamicCache
 
 from specrag import LoadedModel, SpecKV, SpecPC, build_tiny_model
 from specrag.core.attention import capture_attention
+from specrag.core.models import cache_argument
 from specrag.core.speckv.attention_scores import sink_and_recent_indices
 from specrag.core.speckv.cache import plan_layers
 
@@ -57,7 +58,7 @@ def _full_keys(loaded: LoadedModel, ids: list[int]) -> list[torch.Tensor | None]
         loaded.model(
             torch.tensor([ids]),
             position_ids=torch.arange(len(ids))[None],
-            past_key_values=cache,
+            **cache_argument(loaded.model, cache),
             use_cache=True,
         )
     return [layer.keys for layer in cache.layers]

@@ -9,6 +9,7 @@ Sources are, in order: an already loaded model, an offline bundle name
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import threading
 from dataclasses import dataclass
@@ -403,3 +404,17 @@ def build_tiny_model(arch: str = "llama", **overrides: Any) -> LoadedModel:
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
     return LoadedModel(model=_freeze(model), tokenizer=tokenizer, name=f"tiny-{arch}")
+
+
+def cache_argument(model: torch.nn.Module, cache: Any) -> dict[str, Any]:
+    """``{name: cache}`` for ``model.forward``: ``cache`` in transformers releases that renamed
+    it, ``past_key_values`` before (deprecated since, removed in 5.40), so our calls raise no
+    deprecation warning on any release of the tested range."""
+    return {_cache_keyword(type(model).__qualname__, type(model).__module__, type(model).forward): cache}
+
+
+@functools.cache
+def _cache_keyword(name: str, module: str, forward: Any) -> str:
+    # Keyed by the class's identity parts and its forward (hashable; a torch Module class is
+    # not, to mypy): the signature is read once per model class.
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"

@@ -36,7 +36,7 @@ from transformers import DynamicCache, PreTrainedTokenizerBase
 from typing_extensions import Unpack
 
 from ..attention import AttentionObserver, capture_attention, enable_capture
-from ..models import LoadedModel, load_model
+from ..models import LoadedModel, cache_argument, load_model
 from ..specpc import CompressionResult, SpecPC
 from ..validation import validate_documents
 from .attention_scores import FanOut
@@ -431,8 +431,8 @@ class SpecKV:
             output = loaded.model(
                 input_ids=input_ids,
                 position_ids=positions,
-                past_key_values=cache,
                 use_cache=True,
+                **cache_argument(loaded.model, cache),
                 logits_to_keep=1,
             )
         return output.logits[:, -1, :]

@@ -25,11 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+from transformers import DynamicCache
 
 from ..attention import AttentionCapture, capture_attention, enable_capture
 from ..budget import resolve_budget, resolve_call_budget
 from ..embeddings import Embedder, resolve_embedder, sentence_relevance
-from ..models import LoadedModel, load_model
+from ..models import LoadedModel, cache_argument, load_model
 from ..segmentation import DocumentTokens, tokenize_document
 from ..validation import validate_documents, validate_text
 from .ranking import RankingContext, TokenKeys, build_steps, rank_tokens
@@ -382,15 +383,14 @@ class SpecPC:
         )
         with capture_attention(capture):
             lookahead = self.settings.lookahead
-            output = model(input_ids, use_cache=lookahead > 1, logits_to_keep=1)
-            cache = output.past_key_values
+            cache = DynamicCache(config=model.config) if lookahead > 1 else None
+            output = model(input_ids, use_cache=cache is not None, logits_to_keep=1, **cache_argument(model, cache))
             eos = self.draft.tokenizer.eos_token_id
             for _ in range(lookahead - 1):
                 next_token = output.logits[:, -1].argmax(dim=-1, keepdim=True)
                 if eos is not None and int(next_token) == eos:
                     break
-                output = model(next_token, past_key_values=cache, use_cache=True, logits_to_keep=1)
-                cache = output.past_key_values
+                output = model(next_token, use_cache=True, logits_to_keep=1, **cache_argument(model, cache))
         return capture.result()[0].float().cpu().numpy()
 
     # ------------------------------------------------------------------ selection
