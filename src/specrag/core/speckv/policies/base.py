@@ -75,11 +75,6 @@ class EvictionPolicy(ABC):
         (``described`` says in the error where ``keep`` comes from). Default: any."""
         return None
 
-    @property
-    def settings(self) -> dict[str, object]:
-        """The policy's own settings (its dataclass fields), e.g. for reprs and reports."""
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
-
 
 @dataclass(frozen=True)
 class ScoredPolicy(EvictionPolicy):

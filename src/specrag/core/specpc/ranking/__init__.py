@@ -51,13 +51,13 @@ def rank_tokens(raw: Sequence[np.ndarray], steps: Sequence[RankingStep], context
     ordered by the final scores, ties broken by the outputs of steps marked ``tiebreak``,
     then by the raw attention (then by position, in selection).
     """
-    current = [np.asarray(values, dtype=np.float64) for values in raw]
+    originals = [np.asarray(values, dtype=np.float64) for values in raw]
+    current = originals
     tiebreaks: list[list[np.ndarray]] = []
     for step in steps:
         current = step.apply(current, context)
         if step.tiebreak:
             tiebreaks.insert(0, current)
-    originals = [np.asarray(values, dtype=np.float64) for values in raw]
     return [(current[index], *(keys[index] for keys in tiebreaks), originals[index]) for index in range(len(current))]
 
 
