@@ -22,6 +22,7 @@ Methods
                   (percentile ranks, relevance at half the weight; :mod:`specrag.fusion`),
                   sentence-snapped.
 ``oracle``    SpecPC with the *target* as draft: what the answering model itself attends to.
+``lc_filter``, ``bm25``  the peers, through their own code (:mod:`specrag.bench.peers`).
 
 Both ``window`` and ``specpc`` use ``lookahead=1`` (prefill queries only): with the plain
 ``Answer:`` template the SmolLM2 draft's first greedy token is its end-of-turn token in most
@@ -46,6 +47,7 @@ from ..core.models import LoadedModel
 from ..core.segmentation import tokenize_document
 from ..core.specpc import SpecPC
 from .budget import Units, token_scores_to_units
+from .peers import PEER_METHODS, make_peer
 from .tasks import BenchItem
 
 Keys = list[list[np.ndarray]]
@@ -61,6 +63,7 @@ PC_METHODS = (
     "specpc_snap",
     "specpc_fused",
     "oracle",
+    *PEER_METHODS,
 )
 DRAFT_METHODS = frozenset({"selfinfo", "window", "specpc", "specpc_snap", "specpc_fused"})
 """Methods whose scores depend on the draft (their result key includes the draft's name)."""
@@ -221,6 +224,8 @@ def make_pc_method(
     """
     if name == "full":
         return Full()
+    if name in PEER_METHODS:
+        return make_peer(name)
     if name == "truncate":
         return Truncate()
     if name == "random":

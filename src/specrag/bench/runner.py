@@ -231,6 +231,10 @@ def run_suite(
                             "\n\n".join(selection.texts), item.answers, require_all=item.require_all
                         ),
                     }
+                    if item.evidence:
+                        record["evidence_kept"] = answer_contained(
+                            "\n\n".join(selection.texts), item.evidence, require_all=True
+                        )
                     if answerer is not None and config.answer:
                         _reset_peak(target.device)
                         answered = answerer(None, item, selection.texts)

@@ -16,11 +16,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from .multihop import multihop_sample
 from .needle import Tokenizer
 from .quoref import QuorefExample, load_quoref, multi_doc_items
 from .ruler import RULER_TASKS, ruler_sample
 
-TASKS = ("quoref", *RULER_TASKS)
+TASKS = ("quoref", "multihop", *RULER_TASKS)
 QUOREF_POOL = 300
 """Quoref items are drawn from a pool of this many, then cut to the limit (prefix-stable)."""
 
@@ -99,6 +100,9 @@ class BenchItem:
         The input; answers are verbatim in the documents.
     require_all
         Whether containment needs every answer (multi-value, variable tracking).
+    evidence
+        Phrases that must all survive compression for the answer to be derivable (multi-hop:
+        both facts); empty where the answer itself is the evidence.
     meta
         Extra labels, e.g. ``qtype`` (``"coref"`` / ``"lexical"``) and ``gold_index`` for Quoref.
     """
@@ -111,6 +115,7 @@ class BenchItem:
     answers: tuple[str, ...]
     require_all: bool = False
     meta: dict[str, object] = field(default_factory=dict)
+    evidence: tuple[str, ...] = ()
 
 
 def content_words(text: str) -> set[str]:
@@ -206,6 +211,22 @@ def build_items(
         for length in lengths:
             if task == "quoref":
                 items.extend(quoref_items(limit, length, tokenizer, seed, quoref_examples))
+                continue
+            if task == "multihop":
+                for index in range(limit):
+                    hop = multihop_sample(length, tokenizer, seed * 100_003 + index)
+                    items.append(
+                        BenchItem(
+                            task=task,
+                            item_id=f"{task}-{length}-{seed}-{index}",
+                            length=length,
+                            documents=hop.documents,
+                            question=hop.question,
+                            answers=hop.answers,
+                            meta={"qtype": hop.qtype, "relation": hop.relation},
+                            evidence=hop.evidence,
+                        )
+                    )
                 continue
             for index in range(limit):
                 sample = ruler_sample(task, length, tokenizer, seed * 100_003 + index, passage_tokens=passage_tokens)
