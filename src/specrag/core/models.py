@@ -3,20 +3,27 @@
 SpecPC runs a small draft model many times; reloading it per call would dominate the cost,
 so loaded models are cached per (source, device, dtype) and shared between callers.
 Sources are, in order: an already loaded model, an offline bundle name
-(:data:`specrag.bundles.BUNDLES`), a local folder, or a model hub id.
+(:data:`specrag.bundles.BUNDLES`), a local folder, or a model hub id (``org/name``). Any
+other name is refused at once with close matches: a typo must not wait on the hub.
+A bundle folder (by name or by path) is checked against the manifest recorded when it was
+converted before it is loaded, so a corrupted cache is refused instead of scoring with NaN.
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
+import logging
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     AutoModelForCausalLM,
@@ -31,7 +38,19 @@ from transformers import (
     Qwen3Config,
 )
 
-from .bundles import BUNDLES, pull_bundle
+from .bundles import (
+    BUNDLES,
+    BundleCorruptError,
+    bundle_dir,
+    corrupt_message,
+    is_cached,
+    marker_name,
+    pull_bundle,
+    record_manifest,
+    verify_folder,
+)
+
+logger = logging.getLogger("specrag")
 
 _DTYPE_NAMES: dict[str, torch.dtype] = {
     "bf16": torch.bfloat16,
@@ -47,6 +66,10 @@ _CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 class HubUnavailableError(OSError):
     """A model id could not be fetched from the model hub (offline, or no such model)."""
+
+
+class UnknownModelError(ValueError):
+    """A model name that is no offline bundle, no existing folder and no ``org/name`` hub id."""
 
 
 class SlowTokenizerError(TypeError):
@@ -213,19 +236,74 @@ _CACHE: dict[tuple[str, torch.device, torch.dtype], LoadedModel] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def _source(name_or_path: str | os.PathLike[str], progress: bool) -> tuple[str, str]:
-    """Return ``(what to pass to from_pretrained, display name)``.
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+"""``org/name``: the only hub ids accepted, so that a mistyped bundle name (no slash) fails
+at once instead of waiting a minute on the hub and ending in a long traceback."""
 
-    Bundle names are pulled (converted once, then cached on disk); local folders are made
-    absolute so different spellings share one cache entry; anything else is a hub id.
+
+@dataclass(frozen=True)
+class _Source:
+    """Where a model comes from: ``target`` for from_pretrained, ``name`` for display.
+
+    ``bundle`` is the bundle name when ``target`` is a converted bundle folder;
+    ``unrecorded`` is set when that folder predates manifests (see :func:`_adopt`).
+    """
+
+    target: str
+    name: str
+    bundle: str | None = None
+    unrecorded: bool = False
+
+
+def _unknown_model(text: str, path: Path) -> UnknownModelError:
+    """The one-line refusal of a name that is no bundle, no folder and no ``org/name``."""
+    bundles = ", ".join(sorted(BUNDLES))
+    if path.is_file():
+        return UnknownModelError(f"{text!r} is a file, not a model folder; pass the folder that holds its config.json")
+    if text.startswith((".", "~", os.sep)) or "\\" in text or text.count("/") > 1:
+        return UnknownModelError(
+            f"no such model folder: {text!r}; pass an existing folder saved with save_pretrained, "
+            f"an offline bundle ({bundles}) or a hub id like org/name"
+        )
+    close = difflib.get_close_matches(text, BUNDLES, n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    return UnknownModelError(
+        f"unknown model {text!r}; {hint}Offline bundles: {bundles}; or pass a local folder or a hub id like org/name"
+    )
+
+
+def _bundle_source(folder: Path, name: str, bundle: str) -> _Source:
+    """A converted bundle folder, refused if it differs from its manifest."""
+    recorded = verify_folder(folder, bundle)
+    return _Source(str(folder), name, bundle=bundle, unrecorded=not recorded)
+
+
+def _source(name_or_path: str | os.PathLike[str], progress: bool) -> _Source:
+    """Resolve a name to a loadable source, refusing what cannot load before any work.
+
+    Bundle names are pulled (converted once, then cached on disk) and checked against their
+    manifest; local folders are made absolute so different spellings share one cache entry
+    (and checked the same way when they are bundle folders); ``org/name`` is a hub id.
+
+    Raises
+    ------
+    UnknownModelError
+        For any other name, with the closest bundle names.
+    BundleCorruptError
+        For a bundle folder that differs from its manifest.
     """
     text = os.fspath(name_or_path)
     if text in BUNDLES:
-        return str(pull_bundle(text, progress=progress)), text
+        folder = bundle_dir(text) if is_cached(text) else pull_bundle(text, progress=progress)
+        return _bundle_source(folder, text, text)
     path = Path(text).expanduser()
     if path.is_dir():
-        return str(path.resolve()), text
-    return text, text
+        folder = path.resolve()
+        bundle = marker_name(folder)
+        return _bundle_source(folder, text, bundle) if bundle else _Source(str(folder), text)
+    if not _HUB_ID.fullmatch(text):
+        raise _unknown_model(text, path)
+    return _Source(text, text)
 
 
 def _fast_tokenizer(source: str) -> PreTrainedTokenizerBase:
@@ -246,7 +324,75 @@ def _freeze(model: PreTrainedModel) -> PreTrainedModel:
     return model
 
 
-def _load(source: str, name: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+def _load(source: _Source, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+    """:func:`_load_unchecked`, with load failures of a bundle folder reported as corruption.
+
+    A checked bundle's damage is refused before this point; a manifest-less one that no
+    longer loads (a truncated file gives a raw ``SafetensorError``) gets the same one-line
+    error and fix. A damaged plain folder gets one line too.
+    """
+    try:
+        return _load_unchecked(source.target, source.name, device, dtype)
+    except (OSError, ValueError, SafetensorError) as error:
+        if isinstance(error, HubUnavailableError | SlowTokenizerError):
+            raise
+        if source.bundle is not None:  # a manifest-less bundle (a checked one fails earlier)
+            problem = f"it no longer loads: {_first_line(error)}"
+            raise BundleCorruptError(corrupt_message(source.bundle, Path(source.target), problem)) from error
+        if isinstance(error, SafetensorError):
+            raise ValueError(
+                f"cannot load {source.name!r}: its weights file is damaged ({_first_line(error)}); "
+                "save the model again with save_pretrained"
+            ) from error
+        raise
+
+
+_EXPONENT_BITS: dict[torch.dtype, tuple[torch.dtype, int]] = {
+    torch.bfloat16: (torch.int16, 0x7F80),
+    torch.float32: (torch.int32, 0x7F800000),
+}
+"""Same-width integer type and exponent mask of the float types weights are checked in."""
+
+
+def _has_non_finite(weight: torch.Tensor) -> bool:
+    """Whether ``weight`` holds a NaN or an infinity (exponent bits all set)."""
+    if weight.dtype not in _EXPONENT_BITS:
+        return not bool(torch.isfinite(weight).all())
+    integer, mask = _EXPONENT_BITS[weight.dtype]
+    return bool(((weight.detach().view(integer) & mask) == mask).any())
+
+
+def _adopt(loaded: LoadedModel, source: _Source) -> None:
+    """Check a bundle converted before manifests existed, then record its manifest.
+
+    Such a folder has nothing to compare against, and a folder with random bytes written
+    into its weights still loads; random bf16 bytes hold NaN or infinity within a few
+    hundred values, so finite weights are the check that it is still the converted model.
+    Only bf16 and fp32 loads are checked (both hold every bf16 value; fp16 could overflow
+    a sound weight to infinity), so an fp16 load leaves the manifest to a later load.
+
+    The test reads exponent bits (all ones means NaN or infinity) through an integer view:
+    ``isfinite`` or a sum on bf16 takes seconds for 135M weights on a CPU, and random bytes
+    are full of subnormal floats, which make float arithmetic slower still.
+    """
+    if loaded.dtype not in (torch.bfloat16, torch.float32):
+        return
+    broken = [name for name, weight in loaded.model.named_parameters() if _has_non_finite(weight)]
+    if broken:
+        problem = f"{len(broken)} weight tensors hold NaN or infinity, {broken[0]} first"
+        raise BundleCorruptError(corrupt_message(source.bundle or source.name, Path(source.target), problem))
+    try:
+        record_manifest(Path(source.target))
+    except OSError as error:  # a read-only cache still loads; it stays unchecked, and says so
+        logger.warning("could not record a manifest in %s (%s); it stays unchecked", source.target, error)
+
+
+def _load_unchecked(source: str, name: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
     """Load model and tokenizer from a folder or hub id onto ``device``."""
     try:
         tokenizer = _fast_tokenizer(source)
@@ -292,20 +438,36 @@ def load_model(
 
     Raises
     ------
+    UnknownModelError
+        If the name is no bundle, no existing folder and no ``org/name`` hub id (raised at
+        once, with the closest bundle names).
+    BundleCorruptError
+        If a bundle folder differs from the manifest recorded at conversion, or (converted
+        before manifests existed) no longer loads or holds non-finite weights.
     HubUnavailableError
         If a hub id cannot be fetched; the message lists the offline bundles.
     SlowTokenizerError
         If the model has no fast tokenizer.
+
+    Notes
+    -----
+    A bundle folder's file sizes are checked on every call and its sha256 digests on the
+    first call per process (and again when a file changes), see
+    :func:`specrag.core.bundles.check_folder`. A bundle converted before manifests existed
+    is loaded, checked for finite weights and then given its manifest on this first load.
     """
     if isinstance(name_or_path, LoadedModel):
         return name_or_path
     resolved_device = resolve_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
-    source, name = _source(name_or_path, progress)
-    key = (source, resolved_device, resolved_dtype)
+    source = _source(name_or_path, progress)
+    key = (source.target, resolved_device, resolved_dtype)
     with _CACHE_LOCK:
         if key not in _CACHE:
-            _CACHE[key] = _load(source, name, resolved_device, resolved_dtype)
+            loaded = _load(source, resolved_device, resolved_dtype)
+            if source.unrecorded:
+                _adopt(loaded, source)
+            _CACHE[key] = loaded
         return _CACHE[key]
 
 
