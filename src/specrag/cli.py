@@ -2,7 +2,8 @@
 
 Thin on purpose: every command parses arguments, calls the public Python API and prints.
 Errors the user can fix (bad budget, unknown model, empty question) become one red line
-and exit status 2 instead of a traceback.
+and exit status 2 instead of a traceback. Every message that quotes user text (file names,
+paths, model names) escapes rich markup, so ``report[bold].txt`` is printed as typed.
 """
 
 from __future__ import annotations
@@ -14,11 +15,25 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from .core.bundles import BundleError, UnknownBundleError, list_bundles, pull_bundle
+from .core.bundles import (
+    BUNDLES,
+    BundleError,
+    BundleStatus,
+    UnknownBundleError,
+    bundle_dir,
+    check_bundle,
+    corrupt_message,
+    is_cached,
+    list_bundles,
+    pull_bundle,
+)
 from .core.embeddings import EmbeddingsUnavailableError
+from .core.models import load_model
 from .core.specpc import DEFAULT_DRAFT, CompressionResult, SpecPC
 from .demo import DEFAULT_ANSWERER
 from .demo import run as run_demo
@@ -46,6 +61,36 @@ DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")
 HtmlOption = Annotated[Path | None, typer.Option("--html", help="Also write a page with kept text highlighted.")]
 
 
+class InputError(ValueError):
+    """A file or path argument that cannot be used as given (the message says why and what to do)."""
+
+
+def _error(message: object) -> None:
+    """Print one red ``error:`` line; the message is user text, so markup in it is escaped.
+
+    ``soft_wrap`` keeps a long message one line (rich would otherwise break it at the
+    terminal width, 80 columns when stderr is not a terminal).
+    """
+    err.print(f"[bold red]error:[/] {escape(str(message))}", soft_wrap=True, highlight=False)
+
+
+def _one_line(error: BaseException) -> str:
+    """The message of an error the user can fix, as one line.
+
+    pydantic's own rendering takes five lines and a URL per field; the field, the value
+    given and what is allowed is all the user needs.
+    """
+    if isinstance(error, ValidationError):
+        return "; ".join(
+            f"invalid {'.'.join(str(part) for part in item['loc']) or 'value'} {item['input']!r}: "
+            f"{item['msg'][:1].lower()}{item['msg'][1:]}"
+            for item in error.errors()
+        )
+    if isinstance(error, KeyError) and error.args:
+        return str(error.args[0])
+    return str(error)
+
+
 def _friendly(action: Callable[[], T]) -> T:
     """Run ``action``; turn errors a user can fix into one line and exit status 2."""
     try:
@@ -58,22 +103,45 @@ def _friendly(action: Callable[[], T]) -> T:
         FileNotFoundError,
         EmbeddingsUnavailableError,
     ) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        err.print(f"[bold red]error:[/] {message}")
+        _error(_one_line(error))
         raise typer.Exit(2) from error
 
 
-def _read_documents(files: list[str], split_paragraphs: bool) -> list[str]:
-    sources = files or ["-"]
+def _read_file(source: str) -> str:
+    """Read one document argument as UTF-8, or say in one line why it cannot be read."""
+    path = Path(source)
+    if path.is_dir():
+        raise InputError(f"{source} is a directory, not a file; pass the files in it (e.g. {source}/*.txt)")
+    if not path.exists():
+        raise InputError(f"no such file: {source}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(_undecodable(source, error)) from error
+    except OSError as error:
+        raise InputError(f"cannot read {source}: {error.strerror or error}") from error
+
+
+def _undecodable(source: str, error: UnicodeDecodeError) -> str:
+    byte = error.object[error.start : error.start + 1].hex()
+    return (
+        f"{source} is not UTF-8 text (byte 0x{byte} at offset {error.start}); documents are read as "
+        f"UTF-8: convert it first, e.g. iconv -f latin1 -t utf-8 {source} > {source}.utf8"
+    )
+
+
+def _read_stdin() -> str:
+    try:
+        return sys.stdin.read()
+    except UnicodeDecodeError as error:
+        raise InputError(_undecodable("stdin", error)) from error
+
+
+def _read_documents(sources: list[str], split_paragraphs: bool) -> list[str]:
+    """The documents in argument order; '-' is stdin."""
     documents: list[str] = []
     for source in sources:
-        if source == "-":
-            text = sys.stdin.read()
-        else:
-            path = Path(source)
-            if not path.is_file():
-                raise FileNotFoundError(f"no such file: {source}")
-            text = path.read_text(encoding="utf-8")
+        text = _read_stdin() if source == "-" else _read_file(source)
         if split_paragraphs:
             documents.extend(part for part in text.split("\n\n") if part.strip())
         else:
@@ -81,17 +149,47 @@ def _read_documents(files: list[str], split_paragraphs: bool) -> list[str]:
     return documents
 
 
+def _check_writable(path: Path | None, option: str = "--html") -> None:
+    """Refuse an output path that cannot be written, before any (slow) work is done.
+
+    Opening for append is the only honest test: permission bits say nothing to root, on a
+    read-only filesystem or through a missing folder. A file created by the probe is
+    removed again, so a later failure leaves nothing behind.
+    """
+    if path is None:
+        return
+    if path.is_dir():
+        raise InputError(f"{option} {path} is a directory; give a file name, e.g. {path / 'kept.html'}")
+    existed = path.exists()
+    try:
+        with path.open("a", encoding="utf-8"):
+            pass
+    except OSError as error:
+        raise InputError(f"cannot write {option} {path}: {error.strerror or error}; choose a writable path") from error
+    if not existed:
+        path.unlink(missing_ok=True)
+
+
 def _emit(result: CompressionResult, *, as_json: bool, show: bool, html_path: Path | None) -> None:
-    if html_path is not None:
-        html_path.write_text(to_html(result), encoding="utf-8")
-        err.print(f"wrote {html_path}")
+    """Print the result, then write the page: the context reaches stdout even if the page fails."""
     if as_json:
         sys.stdout.write(result.model_dump_json(indent=2) + "\n")
     elif show:
         out.print(to_rich(result))
     else:
         sys.stdout.write(result.context() + "\n")
-        err.print(summary_line(result), style="dim")
+        err.print(escape(summary_line(result)), style="dim", soft_wrap=True)
+    sys.stdout.flush()
+    if html_path is not None:
+        try:
+            html_path.write_text(to_html(result), encoding="utf-8")
+        except OSError as error:
+            _error(
+                f"could not write --html {html_path}: {error.strerror or error}; the result above is "
+                "complete, run again with a writable --html path for the page"
+            )
+            raise typer.Exit(1) from error
+        err.print(f"wrote {escape(str(html_path))}", soft_wrap=True, highlight=False)
 
 
 @app.command()
@@ -124,10 +222,11 @@ def compress(
     def run() -> CompressionResult:
         if not question.strip():
             raise ValueError("--question is required and must not be empty")
+        _check_writable(html_path)  # before the draft loads: a bad path must not cost a compression
         budget = {} if keep is None and max_tokens is None else {"keep_ratio": keep, "max_tokens": max_tokens}
         # Built before reading stdin, so a bad option fails before the user pipes anything.
         pc = SpecPC(draft, device=device, embedder=embedder, snap=snap, **budget)  # type: ignore[arg-type]
-        documents = _read_documents(files or [], paragraphs)
+        documents = _read_documents(files or ["-"], paragraphs)
         return pc.compress(documents, question, instruction)
 
     _emit(_friendly(run), as_json=as_json, show=show, html_path=html_path)
@@ -156,6 +255,7 @@ def demo(
     """Retrieve from a bundled corpus, compress with SpecPC, show what was kept; --answer too."""
 
     def run() -> None:
+        _check_writable(html_path)
         try:
             run_demo(
                 out,
@@ -228,22 +328,56 @@ def bench(
     _friendly(run)
 
 
+_COLUMNS = ("name", "role", "architecture", "size", "licence", "cached", "path")
+
+
+def _cached_cell(status: BundleStatus) -> str:
+    """What the ``cached`` column says: a corrupt bundle must not look like a healthy one."""
+    size = f"{status.size_bytes / 2**20:.0f} MiB"
+    if status.state == "corrupt":
+        return f"CORRUPT ({status.problem}); run specrag models pull {status.spec.name} --force"
+    if status.state == "unrecorded":
+        return f"yes ({size}, unverified: no manifest until its next load)"
+    return f"yes ({size})" if status.cached else "no"
+
+
+def _row(status: BundleStatus) -> tuple[str, ...]:
+    spec = status.spec
+    return (
+        spec.name,
+        spec.role,
+        spec.architecture,
+        spec.parameters,
+        spec.licence,
+        _cached_cell(status),
+        str(status.path),
+    )
+
+
 @models_app.command("list")
 def models_list(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Show the offline bundles and which are cached."""
+    """Show the offline bundles, which are cached, and whether the cached ones are intact.
+
+    Cached bundles are hashed against their manifest (a fraction of a second per 100 MB),
+    because only a hash sees bytes overwritten in place. A table fits the terminal; piped
+    output is one tab-separated line per bundle with nothing cut, or JSON with ``--json``.
+    """
     statuses = list_bundles()
     if as_json:
         sys.stdout.write(json.dumps([s.model_dump(mode="json") for s in statuses], indent=2) + "\n")
         return
+    if not sys.stdout.isatty():
+        # rich would fit the table into 80 columns and cut names and paths with an ellipsis.
+        for line in (_COLUMNS, *(_row(status) for status in statuses)):
+            sys.stdout.write("\t".join(line) + "\n")
+        return
     table = Table(title="specrag offline bundles")
-    for column in ("name", "role", "architecture", "size", "licence", "cached", "path"):
-        table.add_column(column)
+    for column in _COLUMNS:
+        table.add_column(column, no_wrap=column == "name", overflow="fold")
     for status in statuses:
-        spec = status.spec
-        cached = f"yes ({status.size_bytes / 2**20:.0f} MiB)" if status.cached else "no"
-        table.add_row(spec.name, spec.role, spec.architecture, spec.parameters, spec.licence, cached, str(status.path))
+        table.add_row(*(escape(cell) for cell in _row(status)))
     out.print(table)
 
 
@@ -252,9 +386,53 @@ def models_pull(
     name: Annotated[str, typer.Argument(help="Bundle name (see `specrag models list`).")],
     force: Annotated[bool, typer.Option(help="Rebuild even if cached.")] = False,
 ) -> None:
-    """Download, verify and convert a bundle into the local cache."""
+    """Download, verify and convert a bundle into the local cache; rebuild it if corrupt."""
+    state, problem = _friendly(lambda: check_bundle(name))
     path = _friendly(lambda: pull_bundle(name, force=force))
-    out.print(f"{name}: ready at {path}")
+    repaired = f" (repaired: {problem})" if state == "corrupt" else ""
+    out.print(escape(f"{name}: ready at {path}{repaired}"), soft_wrap=True, highlight=False)
+
+
+@models_app.command("verify")
+def models_verify(
+    name: Annotated[str | None, typer.Argument(help="Bundle name; default every cached bundle.")] = None,
+) -> None:
+    """Check cached bundles against the sizes and sha256 recorded when they were converted.
+
+    A bundle converted before manifests existed is loaded once on the CPU to check it
+    (finite weights) and then gets its manifest. Exit status 1 if any bundle is corrupt.
+    """
+
+    def names() -> list[str]:
+        if name is None:
+            return [known for known in BUNDLES if is_cached(known)]
+        if not is_cached(name):  # also refuses unknown names, with the known ones
+            raise ValueError(f"bundle {name!r} is not pulled; run specrag models pull {name}")
+        return [name]
+
+    corrupt = 0
+    checked = _friendly(names)
+    if not checked:
+        out.print("no bundles are pulled; run specrag models pull NAME (see specrag models list)")
+    for bundle in checked:
+        state, problem = check_bundle(bundle)
+        message: str | None = None
+        if state == "unrecorded":
+            try:
+                load_model(bundle, device="cpu", progress=False)  # checks it, records the manifest
+            except BundleError as error:
+                state, message = "corrupt", str(error)
+            else:
+                state, problem = check_bundle(bundle)
+        if state == "corrupt":
+            corrupt += 1
+            _error(message or corrupt_message(bundle, bundle_dir(bundle), problem or "files differ"))
+        elif state == "ok":
+            out.print(escape(f"{bundle}: ok (sizes and sha256 match the manifest)"), highlight=False)
+        else:
+            out.print(escape(f"{bundle}: unverified (no manifest could be recorded)"), highlight=False)
+    if corrupt:
+        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover - console entry point

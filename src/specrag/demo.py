@@ -358,7 +358,7 @@ def run(
     )
     if html_path is not None:
         html_path.write_text(to_html(result), encoding="utf-8")
-        console.print(f"wrote {html_path}")
+        console.print(f"wrote {escape(str(html_path))}")
     console.print("\n[bold]Prompt handed to the answering LLM:[/]")
     console.print(result.to_prompt(), markup=False, highlight=False)
 
