@@ -1,22 +1,32 @@
 """Draft tokens of one document, grouped into word units with character offsets.
 
-SpecPC scores *tokens* but must emit *text*: verbatim, in order, cut only at word boundaries.
-A unit is a run of consecutive tokens that starts where a word starts. Selecting whole units
-keeps budget arithmetic in draft tokens (a unit knows how many tokens it holds) while the
-text we cut is always ``document[unit_start : unit_end]``, which cannot split a word or a
-multi-byte character.
+SpecPC scores *tokens* but must emit *text*: verbatim, in order, cut only between whole
+words, numbers and grapheme clusters. A unit is a run of consecutive tokens that starts
+where a word starts. Selecting whole units keeps budget arithmetic in draft tokens (a unit
+knows how many tokens it holds) while the text we cut is always
+``document[unit_start : unit_end]``, and a unit boundary is only ever placed where that cut
+splits nothing a reader sees as one piece:
+
+* a **grapheme cluster** (a letter with its combining marks, an emoji ZWJ sequence, a flag,
+  a Thai or Devanagari syllable, ``"\\r\\n"``), found with the ``regex`` package's ``\\X``
+  (extended grapheme clusters of UAX #29; ``regex`` is a dependency of transformers);
+* a **number**: a digit run, with ``.`` / ``,`` (and the Arabic decimal and thousands
+  signs, and no-break spaces) between digits, such as ``1,234.5``, ``１９５８`` or
+  ``1\\u00a0000`` (no-break space);
+* a **word**: a unit starts only after whitespace, or at a character of a script written
+  without spaces (CJK, kana, Thai, ...), where every grapheme cluster may start one.
 
 Word starts are found from the tokenizer's offset mapping, not from the token strings, so the
 same code serves byte-level BPE (GPT-2, Llama 3, Qwen), SentencePiece and WordPiece.
-Scripts written without spaces (CJK, kana, Thai, ...) have no word separators, so every
-character there may start a unit.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
+import regex
 from transformers import PreTrainedTokenizerBase
 
 # Scripts written without spaces between words: each character may begin a unit.
@@ -39,6 +49,40 @@ def is_unspaced_char(char: str) -> bool:
     return any(low <= code <= high for low, high in _UNSPACED_RANGES)
 
 
+# Between two digits these belong to the number: decimal and thousands signs, and the
+# no-break spaces that group digits ("1\u00a0000" in French).
+_NUMBER_JOINERS = frozenset(".,\u066b\u066c\u00a0\u2007\u202f")
+
+
+def grapheme_boundaries(text: str) -> np.ndarray:
+    """``boundary[i]`` is True when ``text`` may be cut before character ``i`` without
+    splitting an extended grapheme cluster (length ``len(text) + 1``; both ends are True)."""
+    boundary = np.zeros(len(text) + 1, dtype=bool)
+    boundary[[match.start() for match in regex.finditer(r"\X", text)]] = True
+    boundary[len(text)] = True
+    return boundary
+
+
+def inside_number(text: str, position: int) -> bool:
+    """True when cutting ``text`` before ``position`` would split a number (``19|23``,
+    ``3|.5``, ``3.|5``)."""
+    if position <= 0 or position >= len(text):
+        return False
+    before, char = text[position - 1], text[position]
+    if before.isdigit() and char.isdigit():
+        return True
+    if char in _NUMBER_JOINERS and before.isdigit():
+        return position + 1 < len(text) and text[position + 1].isdigit()
+    if before in _NUMBER_JOINERS and char.isdigit():
+        return position >= 2 and text[position - 2].isdigit()
+    return False
+
+
+def _word_character(char: str) -> bool:
+    """Letters, digits and marks: the characters a word is made of."""
+    return unicodedata.category(char)[0] in "LNM"
+
+
 @dataclass(frozen=True)
 class DocumentTokens:
     """One document's draft tokens and their grouping into word units.
@@ -57,6 +101,9 @@ class DocumentTokens:
         Index of the first token of each unit; ``unit_first_token[-1]`` plus sizes covers all.
     unit_char_starts:
         Character where each unit's text starts (a word start, leading whitespace skipped).
+    boundaries:
+        :func:`grapheme_boundaries` of ``text``, kept for trimming spans without cutting a
+        cluster.
     """
 
     text: str
@@ -66,6 +113,7 @@ class DocumentTokens:
     unit_of_token: np.ndarray
     unit_first_token: np.ndarray
     unit_char_starts: np.ndarray
+    boundaries: np.ndarray
 
     @property
     def num_tokens(self) -> int:
@@ -81,29 +129,27 @@ class DocumentTokens:
         bounds = np.append(self.unit_first_token, self.num_tokens)
         return np.diff(bounds)
 
-    def unit_char_end(self, unit: int, tokens_kept: int | None = None) -> int:
-        """Character just past ``unit`` (or past its first ``tokens_kept`` tokens)."""
+    def unit_char_end(self, unit: int) -> int:
+        """Character just past ``unit``: the furthest end of any of its tokens."""
         first = int(self.unit_first_token[unit])
         size = int(self.unit_sizes[unit])
-        count = size if tokens_kept is None else tokens_kept
-        return int(self.token_ends[first : first + count].max())
-
-    def char_boundary_prefixes(self, unit: int) -> np.ndarray:
-        """Token counts ``k`` (1..size-1) after which a unit can be cut without splitting a
-        character: token ``k`` starts at or after the end of every earlier token."""
-        first = int(self.unit_first_token[unit])
-        size = int(self.unit_sizes[unit])
-        ends = np.maximum.accumulate(self.token_ends[first : first + size])
-        starts = self.token_starts[first : first + size]
-        return np.nonzero(starts[1:] >= ends[:-1])[0] + 1
+        return int(self.token_ends[first : first + size].max())
 
 
 def tokenize_document(tokenizer: PreTrainedTokenizerBase, text: str, max_unit_tokens: int = 24) -> DocumentTokens:
     """Tokenize ``text`` with offsets and group the tokens into word units.
 
-    ``max_unit_tokens`` caps unit size so that one giant "word" (a URL, a base64 blob, a
-    run of unspaced script the heuristics missed) cannot swallow the budget in one piece; an
-    over-long unit is split at the next token boundary that is also a character boundary.
+    A new unit begins at a token that starts a word (see the module notes), and only where
+    the cut is on a character boundary (byte-level tokens may split one character), on a
+    grapheme cluster boundary and outside a number.
+
+    ``max_unit_tokens`` caps unit size so that one giant run without spaces (a URL, a file
+    path, a row of emoji, a run of unspaced script the heuristics missed) cannot swallow the
+    budget in one piece: past the cap, a unit ends at the next token boundary that is safe
+    as above *and* not inside a word (not between two letters, digits or marks), so a URL
+    splits at its ``/`` and ``.``. A single word or number longer than the cap is never cut:
+    it stays one unit of more than ``max_unit_tokens`` tokens, kept whole or not at all,
+    because half a word or a number is a wrong context, not a shorter one.
     """
     if not tokenizer.is_fast:
         raise TypeError(
@@ -114,24 +160,29 @@ def tokenize_document(tokenizer: PreTrainedTokenizerBase, text: str, max_unit_to
     ids = np.asarray(encoded["input_ids"], dtype=np.int64)
     offsets = np.asarray(encoded["offset_mapping"], dtype=np.int64).reshape(-1, 2)
     starts, ends = offsets[:, 0], offsets[:, 1]
+    boundary = grapheme_boundaries(text)
     unit_of_token = np.zeros(len(ids), dtype=np.int64)
     unit_first: list[int] = []
     unit_chars: list[int] = []
-    reach = 0  # furthest character covered by any earlier token
+    reach = 0  # furthest character covered by any earlier token: where the last unit ends
     for index in range(len(ids)):
         start, end = int(starts[index]), int(ends[index])
         visible = _first_visible(text, start, end)
-        on_char_boundary = start >= reach
         size = index - unit_first[-1] if unit_first else 0
         if not unit_first:
             begins = True
-        elif visible is None or not on_char_boundary:
+        elif visible is None or start < reach or not _safe_cut(text, boundary, reach, visible):
             begins = False
         else:
-            begins = _is_word_start(text, visible) or size >= max_unit_tokens
+            begins = _is_word_start(text, visible) or (
+                size >= max_unit_tokens and not (_word_character(text[visible - 1]) and _word_character(text[visible]))
+            )
         if begins:
+            char = visible if visible is not None else start
+            if not unit_first:  # the text may open inside a cluster ("  \u0301..."): start it whole
+                char = int(np.flatnonzero(boundary[: char + 1])[-1])
             unit_first.append(index)
-            unit_chars.append(visible if visible is not None else start)
+            unit_chars.append(char)
         unit_of_token[index] = len(unit_first) - 1
         reach = max(reach, end)
     return DocumentTokens(
@@ -142,7 +193,14 @@ def tokenize_document(tokenizer: PreTrainedTokenizerBase, text: str, max_unit_to
         unit_of_token=unit_of_token,
         unit_first_token=np.asarray(unit_first, dtype=np.int64),
         unit_char_starts=np.asarray(unit_chars, dtype=np.int64),
+        boundaries=boundary,
     )
+
+
+def _safe_cut(text: str, boundary: np.ndarray, end: int, start: int) -> bool:
+    """Whether one unit may end at ``end`` and the next begin at ``start`` (only whitespace
+    or uncovered characters lie between): both on grapheme boundaries, not inside a number."""
+    return bool(boundary[end] and boundary[start]) and not inside_number(text, start)
 
 
 def _first_visible(text: str, start: int, end: int) -> int | None:
@@ -160,11 +218,16 @@ def _is_word_start(text: str, position: int) -> bool:
     return before.isspace() or is_unspaced_char(char) or is_unspaced_char(before)
 
 
-def merge_spans(text: str, pieces: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def merge_spans(
+    text: str, pieces: list[tuple[int, int]], boundaries: np.ndarray | None = None
+) -> list[tuple[int, int]]:
     """Merge sorted character spans with only whitespace between them; trim each one's ends.
 
     Kept word units become the spans a reader sees: neighbouring units join into one
-    verbatim piece, and no piece starts or ends in whitespace (the separator supplies it).
+    verbatim piece, and no piece starts or ends in whitespace (the separator supplies it),
+    except a whitespace character that carries a combining mark (``" \u0301"`` is one
+    grapheme cluster), which is kept rather than cut from its mark. ``boundaries`` are the
+    text's :func:`grapheme_boundaries` when the caller has them.
     """
     merged: list[list[int]] = []
     for start, end in pieces:
@@ -172,11 +235,14 @@ def merge_spans(text: str, pieces: list[tuple[int, int]]) -> list[tuple[int, int
             merged[-1][1] = max(merged[-1][1], end)
         else:
             merged.append([start, end])
+    if boundaries is None and merged:
+        boundaries = grapheme_boundaries(text)
     spans = []
     for start, end in merged:
-        while start < end and text[start].isspace():
+        assert boundaries is not None
+        while start < end and text[start].isspace() and boundaries[start + 1]:
             start += 1
-        while end > start and text[end - 1].isspace():
+        while end > start and text[end - 1].isspace() and boundaries[end - 1]:
             end -= 1
         if end > start:
             spans.append((start, end))

@@ -233,7 +233,6 @@ class SpecPC:
                 tokenized[index],
                 doc_scores[index],
                 selection.units.get(index, np.zeros(0, dtype=np.int64)),
-                selection.partial.get(index, {}),
                 self.settings.separator,
             )
             for index in range(len(scored.documents))
@@ -391,7 +390,14 @@ class SpecPC:
                 if eos is not None and int(next_token) == eos:
                     break
                 output = model(next_token, use_cache=True, logits_to_keep=1, **cache_argument(model, cache))
-        return capture.result()[0].float().cpu().numpy()
+        scores = capture.result()[0].float().cpu().numpy()
+        if not np.isfinite(scores).all():  # NaN ranks arbitrarily: refuse, never return a wrong context
+            name = self.draft.name
+            raise RuntimeError(
+                f"draft {name!r} gave NaN/inf attention scores, so its model file is likely corrupted; "
+                f"fetch it again: specrag models pull {name} --force"
+            )
+        return scores
 
     # ------------------------------------------------------------------ selection
     def token_keys(self, scored: ScoredContext) -> list[TokenKeys | None]:

@@ -3,6 +3,11 @@
 Pure functions on arrays and :class:`~specrag.core.segmentation.DocumentTokens`, so the
 budget and ordering rules are tested without a model. The budget is global: units of all
 documents compete, best first, and a document may end up with nothing kept.
+
+Units are atomic: a word, a number or a grapheme cluster is kept whole or not at all. The
+budget is therefore never exceeded, and left unspent only by less than the smallest unit
+that was not kept (it did not fit); spending those last tokens on the leading part of a
+unit would turn ``1923`` into ``1``, a wrong context rather than a shorter one.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ def fill_budget(ranking: UnitRanking, budget: int) -> tuple[np.ndarray, int]:
     """Greedily take whole units in rank order while they fit.
 
     Returns the boolean "kept" mask over units and the tokens still unspent (non-zero only
-    when every unit left is larger than what remains; the caller may then take part of one).
+    when every unit left out is larger than what remains; units are never cut to fill it).
     """
     kept = np.zeros(ranking.size.shape[0], dtype=bool)
     remaining = budget
@@ -62,19 +67,18 @@ def fill_budget(ranking: UnitRanking, budget: int) -> tuple[np.ndarray, int]:
 
 @dataclass(frozen=True)
 class Selection:
-    """Kept units per document, and units kept in part to spend an exact budget.
+    """Kept units per document, and the budget they leave unspent.
 
     Attributes
     ----------
     units
-        ``{document: sorted unit indices}`` kept whole.
-    partial
-        ``{document: {unit: tokens}}``: a leading part of a unit, cut at a character
-        boundary, taken only with the tokens whole units left unspent.
+        ``{document: sorted unit indices}``, each unit kept whole.
+    unspent
+        Budget tokens left over: smaller than every unit that was not kept.
     """
 
     units: dict[int, np.ndarray]
-    partial: dict[int, dict[int, int]]
+    unspent: int
 
 
 def select_units(
@@ -83,8 +87,8 @@ def select_units(
     """Choose kept units across all documents under one global ``budget`` of draft tokens.
 
     Units rank by their tokens' best value of each key (first key most significant, then
-    position); whole units are taken while they fit, then the leftover goes to leading
-    parts of the best units left.
+    position); whole units are taken while they fit. What no remaining unit fits into
+    stays unspent: no unit is ever cut (see the module notes).
     """
     doc_ids: list[np.ndarray] = []
     unit_ids: list[np.ndarray] = []
@@ -103,7 +107,7 @@ def select_units(
         for out, key in zip(unit_keys, token_keys, strict=True):
             out.append(np.maximum.reduceat(key, firsts))
     if not doc_ids or budget == 0:
-        return Selection({}, {})
+        return Selection({}, budget)
     ranking = rank_units(
         np.concatenate(doc_ids),
         np.concatenate(unit_ids),
@@ -111,24 +115,10 @@ def select_units(
         [np.concatenate(key) for key in unit_keys],
     )
     kept, remaining = fill_budget(ranking, budget)
-    partial: dict[int, dict[int, int]] = {}
-    for position in ranking.order:
-        if remaining == 0:
-            break
-        if kept[position]:
-            continue
-        doc = tokenized[int(ranking.document[position])]
-        assert doc is not None
-        cuts = doc.char_boundary_prefixes(int(ranking.unit[position]))
-        fitting = cuts[cuts <= remaining]
-        if fitting.size:
-            take = int(fitting.max())
-            partial.setdefault(int(ranking.document[position]), {})[int(ranking.unit[position])] = take
-            remaining -= take
     kept_by_doc: dict[int, list[int]] = {}
     for position in np.nonzero(kept)[0]:
         kept_by_doc.setdefault(int(ranking.document[position]), []).append(int(ranking.unit[position]))
-    return Selection({doc: np.sort(np.asarray(units)) for doc, units in kept_by_doc.items()}, partial)
+    return Selection({doc: np.sort(np.asarray(units)) for doc, units in kept_by_doc.items()}, remaining)
 
 
 def build_document(
@@ -137,7 +127,6 @@ def build_document(
     doc: DocumentTokens | None,
     raw_scores: np.ndarray,
     kept_units: np.ndarray,
-    partial: dict[int, int],
     separator: str,
 ) -> CompressedDocument:
     """Turn kept units into verbatim, word-snapped character spans and the joined text."""
@@ -164,10 +153,7 @@ def build_document(
         if is_last or kept_units[position + 1] != unit + 1:
             pieces.append((int(doc.unit_char_starts[run_start]), doc.unit_char_end(unit)))
             run_start = None
-    for unit, tokens in partial.items():
-        pieces.append((int(doc.unit_char_starts[unit]), doc.unit_char_end(unit, tokens)))
-        kept_tokens += tokens
-    spans = merge_spans(original, sorted(pieces))
+    spans = merge_spans(original, pieces, doc.boundaries)
     return CompressedDocument(
         index=index,
         original=original,

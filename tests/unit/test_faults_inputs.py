@@ -1,0 +1,167 @@
+"""Fault cases of the "never a silent wrong context" issue, end to end on tiny models.
+
+Each test here failed before its fix: a word, number or grapheme cluster cut at the budget
+edge; NaN scores ranked as if they were attention; LlamaIndex ``Document`` nodes passed
+through uncompressed; tool calls dropped from a chat history; a prompt run past the
+target's position limit; unhashable or unencodable inputs failing deep inside a library.
+"""
+
+from __future__ import annotations
+
+import pytest
+import regex
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from specrag import CompressionResult, LoadedModel, ScoredContext, SpecPC, build_tiny_model
+from specrag.core.segmentation import is_unspaced_char, tokenize_document
+
+# ---------------------------------------------------------------------------- item 1: atomic units
+# Fragments per script; the property test glues them with and without separators.
+FRAGMENTS = [
+    "Electrified",
+    "tests.",
+    "café",
+    "naïve",  # precomposed
+    "nai\u0308ve",  # combining diaeresis
+    "Z\u0351\u0352\u0353\u0354\u0355algo",
+    "e\u0301\u0302\u0303",
+    "東京タワー",
+    "完成した。",
+    "ภาษาไทย",
+    "กินข้าว",
+    "العربية",
+    "مَدْرَسَةٌ",  # with harakat (combining marks)
+    "👩\u200d👩\u200d👧",
+    "👍🏽",
+    "🇯🇵🇫🇷",
+    "क्षत्रिय",
+    "Кестрел",
+]
+NUMBERS = st.one_of(
+    st.integers(0, 10**12).map(str),
+    st.integers(0, 9999).map(lambda n: str(n).translate(str.maketrans("0123456789", "０１２３４５６７８９"))),
+    st.integers(0, 9999).map(lambda n: str(n).translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))),
+    st.sampled_from(["1,234.5", "3.14159", "1\u00a0000", "10:30"]),
+)
+SEPARATORS = st.sampled_from([" ", " ", " ", "", "\u00a0", "\u2028", "\x0b", "\n", " \u0301", ", "])
+DOCUMENT = st.lists(st.tuples(st.one_of(st.sampled_from(FRAGMENTS), NUMBERS), SEPARATORS), max_size=10).map(
+    lambda parts: "".join(fragment + separator for fragment, separator in parts)
+)
+
+
+@pytest.fixture(scope="module")
+def draft() -> LoadedModel:
+    return build_tiny_model("llama")
+
+
+@pytest.fixture(scope="module", params=[24, 1], ids=["cap24", "cap1"])
+def pc(request: pytest.FixtureRequest, draft: LoadedModel) -> SpecPC:
+    """The default unit cap, and a cap of one token, which tries to cut everywhere it may."""
+    return SpecPC(draft, window=8, pool_kernel=4, neighbourhood=2, progress=False, max_unit_tokens=request.param)
+
+
+def graphemes(text: str) -> set[int]:
+    """Positions where ``text`` may be cut without splitting a grapheme cluster: the
+    ``regex`` package's ``\\X`` (UAX #29 extended grapheme clusters), used as the oracle."""
+    return {match.start() for match in regex.finditer(r"\X", text)} | {len(text)}
+
+
+def word_joined(text: str, position: int) -> bool:
+    """Cutting before ``position`` splits a word of a spaced script or a digit run."""
+    if position <= 0 or position >= len(text):
+        return False
+    before, char = text[position - 1], text[position]
+    if before.isdigit() and char.isdigit():
+        return True
+    if is_unspaced_char(before) or is_unspaced_char(char):
+        return False
+    return before.isalnum() and char.isalnum()
+
+
+def check_atomic(result: CompressionResult, scored: ScoredContext) -> None:
+    """Verbatim, cut only between whole units, never over budget, under it by less than
+    the smallest unit left out."""
+    left_out = []
+    assert result.kept_tokens <= result.budget
+    for document, doc in zip(result.documents, scored.tokenized, strict=True):
+        text = document.original
+        assert result.separator.join(text[start:end] for start, end in document.spans) == document.text
+        if doc is None:
+            continue
+        cuts = graphemes(text)
+        unit_starts = [int(start) for start in doc.unit_char_starts]
+        unit_ends = [doc.unit_char_end(unit) for unit in range(doc.num_units)]
+        previous = 0
+        for start, end in document.spans:
+            assert previous <= start < end <= len(text)
+            previous = end
+            assert start in cuts and end in cuts, (text, start, end)  # no grapheme cut
+            assert not word_joined(text, start) and not word_joined(text, end), (text, start, end)
+            assert any(s <= start and not text[s:start].strip() for s in unit_starts), (text, start)
+            assert any(e >= end and not text[end:e].strip() for e in unit_ends), (text, end)
+        for unit in range(doc.num_units):
+            visible = [i for i in range(unit_starts[unit], unit_ends[unit]) if not text[i].isspace()]
+            if visible and not any(s <= i < e for i in visible for s, e in document.spans):
+                left_out.append(int(doc.unit_sizes[unit]))
+    if left_out:
+        assert result.budget - result.kept_tokens < min(left_out)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(documents=st.lists(DOCUMENT, min_size=1, max_size=3))
+def test_every_budget_keeps_whole_units_only(pc: SpecPC, documents: list[str]) -> None:
+    scored = pc.score(documents, "When was it electrified?")
+    for budget in range(1, scored.total_tokens + 1):
+        check_atomic(pc.select(scored, max_tokens=budget), scored)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Electrified 1923.",
+        "Z\u0351\u0352\u0353\u0354\u0355algo tests.",
+        "The\u00a0Kestrel\u00a0line was\x0belectrified\u2028in\u00a01923.",
+        "１９５８年に完成した。",
+        "กินข้าว 👩\u200d👩\u200d👧👩\u200d👩\u200d👧 مَدْرَسَةٌ",
+    ],
+)
+def test_no_budget_cuts_a_word_number_or_cluster(pc: SpecPC, text: str) -> None:
+    """Before: the leftover budget bought the leading tokens of a unit (``'Electrified 1'``,
+    a bare ``'Z'``)."""
+    scored = pc.score([text], "When was it electrified?")
+    for budget in range(1, scored.total_tokens + 1):
+        result = pc.select(scored, max_tokens=budget)
+        check_atomic(result, scored)
+        assert "Electrified 1" not in result.texts and "Z" not in result.texts
+
+
+def test_the_cap_never_cuts_a_number_or_a_cluster(draft: LoadedModel) -> None:
+    """``max_unit_tokens`` splits long runs only where no word, number or cluster joins."""
+    tokenizer = draft.tokenizer
+    long_number = "1234567890" * 5
+    zalgo = "Z" + "\u0351\u0352\u0353\u0354\u0355" * 6
+    url = "https://example.com/a/long/path/to/some/page.html"
+    for text in (long_number, zalgo, "１９５８１９５８", "1\u00a0000\u00a0000", "3.14159265358979"):
+        doc = tokenize_document(tokenizer, text, max_unit_tokens=1)
+        assert doc.num_units == 1, text  # one unit, longer than the cap: kept whole or not at all
+    doc = tokenize_document(tokenizer, url, max_unit_tokens=2)
+    pieces = [url[doc.unit_char_starts[u] : doc.unit_char_end(u)] for u in range(doc.num_units)]
+    assert "".join(pieces) == url and len(pieces) > 3
+    assert all(not (a[-1].isalnum() and b[0].isalnum()) for a, b in zip(pieces, pieces[1:]))
+
+
+# ---------------------------------------------------------------------------- item 1: NaN scores
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_draft_scores_are_an_error(value: float) -> None:
+    """Before: NaN scores ranked units arbitrarily and a result came back."""
+    broken = build_tiny_model("llama")
+    with torch.no_grad():
+        for layer in broken.model.model.layers:
+            layer.self_attn.q_proj.weight.fill_(value)
+    pc = SpecPC(broken, keep_ratio=0.5, window=8, progress=False)
+    with pytest.raises(
+        RuntimeError, match=r"^draft 'tiny-llama' gave NaN/inf .*specrag models pull tiny-llama --force$"
+    ):
+        pc.compress(["Kestrel Point was electrified in 1923."], "When?")
