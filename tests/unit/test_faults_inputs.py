@@ -165,3 +165,33 @@ def test_non_finite_draft_scores_are_an_error(value: float) -> None:
         RuntimeError, match=r"^draft 'tiny-llama' gave NaN/inf .*specrag models pull tiny-llama --force$"
     ):
         pc.compress(["Kestrel Point was electrified in 1923."], "When?")
+
+
+# ---------------------------------------------------------------------------- item 8: inputs
+def test_a_list_as_the_metadata_query_is_one_clear_error(draft: LoadedModel) -> None:
+    """Before: ``TypeError: unhashable type: 'list'`` from building a set of queries."""
+    from langchain_core.documents import Document
+
+    from specrag.langchain import SpecPCDocumentTransformer
+
+    transformer = SpecPCDocumentTransformer(compressor=SpecPC(draft, progress=False), keep_ratio=0.5)
+    documents = [
+        Document(page_content="Kestrel Point was electrified in 1923.", metadata={"query": "When?"}),
+        Document(page_content="The pier is older.", metadata={"query": ["When?", "Where?"]}),
+    ]
+    with pytest.raises(TypeError, match=r"^documents\[1\]\.metadata\['query'\] must be a str .*got list; pass query="):
+        transformer.transform_documents(documents)
+
+
+@pytest.mark.parametrize(
+    ("call", "where"),
+    [
+        (lambda pc: pc.compress(["fine", "a \ud800 b"], "When?"), r"documents\[1\] .* U\+D800 at character 2"),
+        (lambda pc: pc.compress(["fine"], "wh\udfffen?"), r"question .* U\+DFFF at character 2"),
+        (lambda pc: pc.compress(["fine"], "When?", instruction="\ud83d"), r"instruction .* U\+D83D at character 0"),
+    ],
+)
+def test_a_lone_surrogate_is_named_with_its_position(draft: LoadedModel, call, where: str) -> None:  # type: ignore[no-untyped-def]
+    """Before: an opaque ``TypeError`` from inside the tokenizers library."""
+    with pytest.raises(ValueError, match=rf"^{where}, which no tokenizer can encode; decode .*errors='replace'"):
+        call(SpecPC(draft, progress=False))

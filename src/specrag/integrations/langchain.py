@@ -313,7 +313,17 @@ class SpecPCDocumentTransformer(_DocumentCompression, BaseDocumentTransformer):
     def _query_for(self, documents: list[Document], query: str | None) -> str:
         if query is not None:
             return _check_query(query)
-        found = {document.metadata[self.query_key] for document in documents if self.query_key in document.metadata}
+        found: set[str] = set()
+        for position, document in enumerate(documents):
+            if self.query_key not in document.metadata:
+                continue
+            value = document.metadata[self.query_key]
+            if not isinstance(value, str):  # checked before the set: a list is unhashable
+                raise TypeError(
+                    f"documents[{position}].metadata[{self.query_key!r}] must be a str (the query), "
+                    f"got {type(value).__name__}; pass query=... instead"
+                )
+            found.add(value)
         if not found:
             raise ValueError(
                 "SpecPCDocumentTransformer needs a query: pass transform_documents(docs, "
