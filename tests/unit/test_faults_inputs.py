@@ -195,3 +195,73 @@ def test_a_lone_surrogate_is_named_with_its_position(draft: LoadedModel, call, w
     """Before: an opaque ``TypeError`` from inside the tokenizers library."""
     with pytest.raises(ValueError, match=rf"^{where}, which no tokenizer can encode; decode .*errors='replace'"):
         call(SpecPC(draft, progress=False))
+
+
+# ---------------------------------------------------------------------------- item 3: LlamaIndex Document
+LONG = (
+    "Kestrel Point station opened in 1901 on the coastal line. The line was electrified in 1923, "
+    "and the old steam shed became a museum. Fishing boats still land their catch at the pier."
+)
+
+
+def test_llama_index_documents_and_media_nodes_are_compressed_as_copies(draft: LoadedModel) -> None:
+    """Before: a ``Document`` (no ``TextNode`` in llama-index-core 0.14) came back as the very
+    same object, uncompressed and without figures."""
+    from llama_index.core.schema import (
+        Document,
+        ImageNode,
+        MediaResource,
+        Node,
+        NodeRelationship,
+        NodeWithScore,
+        RelatedNodeInfo,
+        TextNode,
+    )
+
+    from specrag.llama_index import METADATA_KEY, SpecPCPostprocessor
+
+    document = Document(
+        id_="doc",
+        text=LONG,
+        metadata={"source": "kestrel.txt", "tags": ["rail"]},
+        excluded_llm_metadata_keys=["source"],
+        relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id="file")},
+    )
+    media = Node(
+        id_="media",
+        text_resource=MediaResource(text=LONG, path="kestrel.md"),
+        image_resource=MediaResource(url="https://example.com/kestrel.png"),
+        metadata={"kind": "page"},
+    )
+    captioned = ImageNode(id_="caption", image="aGVsbG8=", text=LONG, metadata={"kind": "png"})
+    image_only = Node(id_="image", image_resource=MediaResource(url="https://example.com/x.png"))
+    plain = TextNode(id_="text", text=LONG)
+    nodes = [NodeWithScore(node=n, score=0.5) for n in (document, media, captioned, image_only, plain)]
+    before = [item.model_dump() for item in nodes]
+    processor = SpecPCPostprocessor(compressor=SpecPC(draft, window=8, progress=False), keep_ratio=0.3)
+    query = "When was the line electrified?"
+    out = processor.postprocess_nodes(nodes, query_str=query)
+    assert [item.model_dump() for item in nodes] == before  # the caller's nodes are untouched
+    assert [item.node.node_id for item in out if item.node.node_id == "image"] == ["image"]
+    assert next(item for item in out if item.node.node_id == "image") is nodes[3]  # no text: as is
+    for original in (document, media, captioned, plain):  # one call each: each keeps something
+        item = next(i for i in nodes if i.node is original)
+        (compressed,) = processor.postprocess_nodes([item], query_str=query)
+        new = compressed.node
+        assert compressed.node_id == original.node_id
+        assert new is not original and type(new) is type(original)
+        figures = new.metadata[METADATA_KEY]
+        assert 0 < figures["kept_tokens"] < figures["original_tokens"]
+        assert " … ".join(LONG[start:end] for start, end in figures["spans"]) == new.get_content()
+        assert len(new.get_content()) < len(LONG)
+        assert {k: v for k, v in new.metadata.items() if k != METADATA_KEY} == original.metadata
+        assert new.relationships == original.relationships
+        assert METADATA_KEY in new.excluded_llm_metadata_keys and METADATA_KEY in new.excluded_embed_metadata_keys
+        if original is document:
+            assert new.excluded_llm_metadata_keys[0] == "source"
+        if original is media:
+            assert isinstance(new, Node) and new.text_resource is not None
+            assert str(new.text_resource.path) == "kestrel.md" and new.image_resource == media.image_resource
+        if original is captioned:
+            assert isinstance(new, ImageNode) and new.image == "aGVsbG8="
+    assert [item.model_dump() for item in nodes] == before

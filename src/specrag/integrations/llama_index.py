@@ -43,7 +43,7 @@ try:
         llm_completion_callback,
     )
     from llama_index.core.postprocessor.types import BaseNodePostprocessor
-    from llama_index.core.schema import ImageNode, NodeWithScore, QueryBundle, TextNode
+    from llama_index.core.schema import BaseNode, ImageNode, Node, NodeWithScore, QueryBundle, TextNode
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "specrag.llama_index needs llama-index-core; install it with: pip install 'specrag[llama-index]'"
@@ -69,10 +69,12 @@ METADATA_KEY = "specrag"
 class SpecPCPostprocessor(SpecPCSource, BaseNodePostprocessor):
     """Compress retrieved nodes to what a small draft model attends to for the query.
 
-    All text nodes of one call share one budget, so the draft spends it on the nodes that
-    matter; kept text is made of verbatim pieces of the node text joined by the separator
-    setting (``" … "`` by default). Non-text nodes (``ImageNode`` and any node that is not a
-    ``TextNode``) pass through untouched and cost nothing.
+    All nodes with text in one call share one budget, so the draft spends it on the nodes
+    that matter; kept text is made of verbatim pieces of the node text joined by the
+    separator setting (``" … "`` by default). A node has text when it is a ``TextNode``, an
+    ``ImageNode`` with a caption (its text; the image is kept), or a ``Node`` such as
+    ``Document`` whose ``text_resource`` holds text (its other resources are kept). Nodes
+    without text pass through untouched and cost nothing.
 
     Parameters
     ----------
@@ -187,7 +189,7 @@ class SpecPCPostprocessor(SpecPCSource, BaseNodePostprocessor):
     def _copy(self, item: NodeWithScore, compressed: CompressedDocument) -> NodeWithScore:
         """A deep copy of ``item`` with compressed text, figures and (maybe) a new score."""
         node = item.node.model_copy(deep=True)
-        node.set_content(compressed.text)
+        _set_text(node, compressed.text)
         node.metadata[METADATA_KEY] = _figures(compressed)
         for excluded in (node.excluded_llm_metadata_keys, node.excluded_embed_metadata_keys):
             if METADATA_KEY not in excluded:
@@ -217,23 +219,49 @@ def _check_query(query_bundle: QueryBundle | None) -> str:
     return query
 
 
+def _node_text(node: BaseNode) -> str | None:
+    """The text SpecPC compresses in ``node``, or None for a node without text.
+
+    ``Document`` is no ``TextNode`` in llama-index-core 0.14: it (like any ``Node``) keeps its
+    text in ``text_resource``, so reading ``TextNode.text`` alone let whole documents pass
+    uncompressed. An ``ImageNode``'s text is its caption: compressed only when there is one.
+    """
+    if isinstance(node, ImageNode):
+        return node.text if isinstance(node.text, str) and node.text else None
+    if isinstance(node, TextNode):
+        return node.text if isinstance(node.text, str) else None
+    if isinstance(node, Node) and node.text_resource is not None and isinstance(node.text_resource.text, str):
+        return node.text_resource.text
+    return None
+
+
+def _set_text(node: BaseNode, text: str) -> None:
+    """Replace the text :func:`_node_text` read, keeping every other field (a ``Node``'s
+    path, url, mimetype and other resources included)."""
+    if isinstance(node, TextNode):
+        node.set_content(text)
+    elif isinstance(node, Node) and node.text_resource is not None:
+        node.text_resource = node.text_resource.model_copy(update={"text": text})
+    else:  # pragma: no cover - _text_positions only selects the two kinds above
+        raise TypeError(f"{type(node).__name__} holds no text to replace")
+
+
 def _text_positions(nodes: object) -> list[int]:
-    """Positions of the nodes SpecPC compresses: text nodes, not images."""
+    """Positions of the nodes SpecPC compresses: every node with text (see _node_text)."""
     if not isinstance(nodes, list):
         raise TypeError(f"nodes must be a list of NodeWithScore, got {type(nodes).__name__}")
     positions = []
     for position, item in enumerate(nodes):
         if not isinstance(item, NodeWithScore):
             raise TypeError(f"nodes[{position}] must be a NodeWithScore, got {type(item).__name__}")
-        node = item.node
-        if isinstance(node, TextNode) and not isinstance(node, ImageNode) and isinstance(node.text, str):
+        if _node_text(item.node) is not None:
             positions.append(position)
     return positions
 
 
 def _texts(nodes: list[NodeWithScore], positions: list[int]) -> list[str]:
-    """Texts of the nodes at ``positions``: text nodes, as :func:`_text_positions` checked."""
-    return [cast(TextNode, nodes[position].node).text for position in positions]
+    """Texts of the nodes at ``positions``, which :func:`_text_positions` found to have text."""
+    return [cast(str, _node_text(nodes[position].node)) for position in positions]
 
 
 # ---------------------------------------------------------------------------- SpecKV LLM
