@@ -23,6 +23,9 @@ if [ -z "${TABLES_ONLY:-}" ]; then
   $B --tasks quoref --lengths 2048 --limit 20 --draft qwen2.5-coder-0.5b \
      --methods selfinfo,window,specpc,specpc_snap,specpc_fused --out $D/bench-contained.jsonl
   $B --tasks quoref --lengths 2048 --limit 20 --methods oracle --out $D/bench-contained.jsonl
+  # Multi-hop 2k (the second fact shares no entity with the question): evidence kept, with the peers
+  $B --tasks multihop --lengths 2048 --limit 80 --draft smollm2-135m \
+     --methods truncate,sentence,lc_filter,bm25,specpc,specpc_snap,specpc_fused --out $D/bench-multihop.jsonl
   # Quoref 8k, answer contained
   $B --tasks quoref --lengths 8192 --limit 5 --draft smollm2-135m \
      --methods truncate,random,sentence,specpc,specpc_snap --out $D/bench-8k.jsonl
@@ -52,6 +55,7 @@ d = Path("docs/img")
 runs = [
     ("Quoref 2k: answer contained, every draft", [d / "bench-contained.jsonl"], (0.1, 0.25, 0.5), "bench-contained"),
     ("Quoref 8k: answer contained", [d / "bench-8k.jsonl"], (0.1, 0.25, 0.5), "bench-8k"),
+    ("Multi-hop 2k: answer contained / both facts kept", [d / "bench-multihop.jsonl"], (0.1, 0.25, 0.5), "bench-multihop"),
     ("RULER-style tasks, 2k: answer contained", [d / "bench-ruler.jsonl"], (0.1, 0.25, 0.5), "bench-ruler"),
     ("The target answers (EM/F1) at 2k, time to first token at 2k and 4k",
      [d / "bench-answers.jsonl", d / "bench-ttft.jsonl"], (0.1, 0.25), "bench-answers"),

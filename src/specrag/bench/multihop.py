@@ -22,6 +22,7 @@ must both survive compression for the answer to be derivable from the kept text.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -178,11 +179,12 @@ def _person_doc(person: str, pronoun: str, fact: str, rng: random.Random) -> str
     """Name first, the fact two sentences later (the shape where attention to the matching
     name does not reach the fact)."""
     profession = rng.choice(_PROFESSIONS)
-    hobby = rng.choice(_HOBBIES).replace("her", "his" if pronoun == "he" else "her")
+    article = "an" if profession[0] in "aeiou" else "a"
+    hobby = re.sub(r"\bher\b", "his" if pronoun == "he" else "her", rng.choice(_HOBBIES))
     aside = rng.choice(_ASIDES).format(
         Pronoun=pronoun.capitalize(), pronoun=pronoun, pronoun_obj="him" if pronoun == "he" else "her"
     )
-    return f"{person} is a {profession}. {pronoun.capitalize()} {hobby}. {fact} {aside}"
+    return f"{person} is {article} {profession}. {pronoun.capitalize()} {hobby}. {fact} {aside}"
 
 
 def _entity_doc(relation: str, bridge: str, fact: str, rng: random.Random) -> str:

@@ -74,14 +74,22 @@ def summarise(
             for reference in sorted({label(r) for r in pc if here(r) and r["method"] == "sentence"}):
                 parts.append(f"\nPaired against `{reference}` on the same items (answer contained):\n")
                 parts.append(paired_table(pc, "contained", reference, budgets, where=here, order=ORDER))
-            if task == "quoref" and any(here(r) for r in pc):
+            evidence = any(here(r) and "evidence_kept" in r for r in pc)
+            if evidence:  # multi-hop: the answer alone is not enough, both facts must survive
+                parts.append(f"\n#### {task}, {length} tokens: both facts kept (evidence)\n")
+                parts.append(metric_table(pc, "evidence_kept", budgets, where=here, order=ORDER))
+                for reference in sorted({label(r) for r in pc if here(r) and r["method"] == "sentence"}):
+                    parts.append(f"\nPaired against `{reference}` on the same items (both facts kept):\n")
+                    parts.append(paired_table(pc, "evidence_kept", reference, budgets, where=here, order=ORDER))
+            if task in ("quoref", "multihop") and any(here(r) for r in pc):
+                metric = "evidence_kept" if evidence else "contained"
                 for qtype in ("coref", "lexical"):
 
                     def of_qtype(r: dict[str, Any], q: str = qtype, h: Callable[[dict[str, Any]], bool] = here) -> bool:
                         return h(r) and r.get("qtype") == q
 
-                    parts.append(f"\n{task} {length}, `{qtype}` questions only:\n")
-                    parts.append(metric_table(pc, "contained", budgets, where=of_qtype, order=ORDER))
+                    parts.append(f"\n{task} {length}, `{qtype}` questions only ({metric}):\n")
+                    parts.append(metric_table(pc, metric, budgets, where=of_qtype, order=ORDER))
             if any(here(r) and "em" in r for r in records):
                 parts.append(f"\n#### {task}, {length} tokens: target answers (EM, F1)\n")
                 parts.append(metric_table([r for r in records if "em" in r], "em", budgets, where=here, order=ORDER))
