@@ -323,7 +323,7 @@ def bench(
             tables=tables,
             img_dir=img_dir,
         )
-        err.print(f"{len(records)} results in {out}")
+        err.print(f"{len(records)} results in {escape(str(out))}", soft_wrap=True)
 
     _friendly(run)
 
