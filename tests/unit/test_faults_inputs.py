@@ -8,6 +8,9 @@ target's position limit; unhashable or unencodable inputs failing deep inside a 
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
 import pytest
 import regex
 import torch
@@ -265,3 +268,142 @@ def test_llama_index_documents_and_media_nodes_are_compressed_as_copies(draft: L
         if original is captioned:
             assert isinstance(new, ImageNode) and new.image == "aGVsbG8="
     assert [item.model_dump() for item in nodes] == before
+
+
+# ---------------------------------------------------------------------------- item 4: tool calls
+TOOL_TEMPLATE = (
+    "{% for m in messages %}<{{ m.role }}>{{ m.content }}"
+    "{% for c in m.tool_calls or [] %}<call>{{ c.function.name }} {{ c.function.arguments | tojson }}</call>"
+    "{% endfor %}{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+NO_TOOLS_TEMPLATE = (
+    "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+STRICT_TEMPLATE = (
+    "{% for m in messages %}{% if m.role not in ['user', 'assistant', 'system'] %}"
+    "{{ raise_exception('roles must be user, assistant or system') }}{% endif %}"
+    "<{{ m.role }}>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+RENDERED = (
+    '<user>Weather in Paris?<assistant><call>get_weather {"city": "Paris"}</call>'
+    "<tool>18 C and sunny<user>Shall I take a coat?<assistant>"
+)
+
+
+def with_template(model: LoadedModel, template: str | None) -> LoadedModel:
+    """The same network with a chat template on a copy of its tokenizer."""
+    tokenizer = copy.deepcopy(model.tokenizer)
+    tokenizer.chat_template = template
+    return LoadedModel(model=model.model, tokenizer=tokenizer, name=f"tiny-{'tools' if template else 'plain'}")
+
+
+def langchain_history() -> list[Any]:
+    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
+    return [
+        HumanMessage("Weather in Paris?"),
+        AIMessage(content="", tool_calls=[{"name": "get_weather", "args": {"city": "Paris"}, "id": "call1"}]),
+        ToolMessage(content="18 C and sunny", tool_call_id="call1"),
+        HumanMessage("Shall I take a coat?"),
+    ]
+
+
+def test_chat_speckv_renders_tool_calls_and_results(draft: LoadedModel) -> None:
+    """Before: the AIMessage's tool call rendered as an empty assistant turn."""
+    from specrag.langchain import ChatSpecKV
+
+    target = with_template(draft, TOOL_TEMPLATE)
+    answer = ChatSpecKV(target=target, draft=None, budget=4096, max_tokens=2).invoke(langchain_history())
+    assert answer.usage_metadata is not None
+    assert answer.usage_metadata["input_tokens"] == len(target.tokenizer.encode(RENDERED, add_special_tokens=False))
+
+
+@pytest.mark.parametrize(
+    ("template", "error"),
+    [
+        (NO_TOOLS_TEMPLATE, r"^the chat template of target 'tiny-tools' drops the tool call or result in prompt\[1\]"),
+        (STRICT_TEMPLATE, r"^the chat template of target 'tiny-tools' refuses the tool turns \(prompt\[1\]\): roles"),
+        (None, r"^prompt\[1\] is a tool call or tool result, but target 'tiny-plain' has no chat template"),
+    ],
+)
+def test_a_template_without_tool_support_refuses_tool_turns(
+    draft: LoadedModel, template: str | None, error: str
+) -> None:
+    from specrag.langchain import ChatSpecKV
+
+    chat = ChatSpecKV(target=with_template(draft, template), draft=None, budget=4096, max_tokens=2)
+    with pytest.raises(ValueError, match=error):
+        chat.invoke(langchain_history())
+
+
+@pytest.mark.parametrize("form", ["block", "openai"])
+def test_speckv_llm_renders_tool_calls_and_results(draft: LoadedModel, form: str) -> None:
+    """Before: ``ToolCallBlock`` raised "reads text only" and OpenAI-style
+    ``additional_kwargs["tool_calls"]`` rendered as an empty assistant turn."""
+    from llama_index.core.base.llms.types import ChatMessage, MessageRole, ToolCallBlock
+
+    from specrag.llama_index import SpecKVLLM
+
+    if form == "block":
+        call = ChatMessage(
+            role=MessageRole.ASSISTANT,
+            blocks=[ToolCallBlock(tool_call_id="call1", tool_name="get_weather", tool_kwargs={"city": "Paris"})],
+        )
+    else:
+        openai = {
+            "id": "call1",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+        }
+        call = ChatMessage(role=MessageRole.ASSISTANT, content="", additional_kwargs={"tool_calls": [openai]})
+    messages = [
+        ChatMessage(role=MessageRole.USER, content="Weather in Paris?"),
+        call,
+        ChatMessage(role=MessageRole.TOOL, content="18 C and sunny", additional_kwargs={"tool_call_id": "call1"}),
+        ChatMessage(role=MessageRole.USER, content="Shall I take a coat?"),
+    ]
+    target = with_template(draft, TOOL_TEMPLATE)
+    response = SpecKVLLM(target=target, draft=None, budget=4096, max_new_tokens=2).chat(messages)
+    assert response.additional_kwargs["prompt_tokens"] == len(
+        target.tokenizer.encode(RENDERED, add_special_tokens=False)
+    )
+    plain = SpecKVLLM(target=with_template(draft, NO_TOOLS_TEMPLATE), draft=None, budget=4096, max_new_tokens=2)
+    with pytest.raises(ValueError, match=r"drops the tool call or result in prompt\[1\]"):
+        plain.chat(messages)
+
+
+# ---------------------------------------------------------------------------- item 5: position limit
+def test_speckv_refuses_a_prompt_past_the_targets_position_limit(draft: LoadedModel) -> None:
+    """Before: a 721-token prompt on a 256-position target generated without a word."""
+    from specrag import SpecKV
+
+    short = build_tiny_model("llama", max_position_embeddings=256)
+    engine = SpecKV(short, draft, budget=64, window=8)
+    prompt = "The capital of France is Paris and the river Seine flows through it. " * 40
+    length = len(engine.render(prompt))
+    assert length > 256
+    with pytest.raises(
+        ValueError,
+        match=rf"^the prompt is {length} tokens plus max_new_tokens=8 and 8 draft lookahead tokens: target "
+        rf"'tiny-llama' would need {length + 8} positions but reads at most 256; shorten the prompt, compress the "
+        r"documents \(compressor=SpecPC\(\.\.\.\)\) or lower max_new_tokens$",
+    ):
+        engine.generate(prompt, max_new_tokens=8)
+    fits = "The capital of France is Paris. " * 4
+    room = 256 - len(engine.render(fits))
+    assert engine.generate(fits, max_new_tokens=room).finish_reason in ("length", "eos")  # exactly at the limit
+    with pytest.raises(ValueError, match=r"would need 257 positions but reads at most 256"):
+        engine.generate(fits, max_new_tokens=room + 1)
+
+
+def test_speckv_refuses_a_prompt_past_the_drafts_position_limit() -> None:
+    from specrag import SpecKV
+
+    engine = SpecKV(
+        build_tiny_model("llama"), build_tiny_model("llama", max_position_embeddings=64), budget=16, window=4
+    )
+    with pytest.raises(
+        ValueError, match=r"draft 'tiny-llama' would need .* reads at most 64; .* or the policy's lookahead$"
+    ):
+        engine.generate("The capital of France is Paris. " * 20, max_new_tokens=4)

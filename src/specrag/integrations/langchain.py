@@ -47,6 +47,7 @@ try:
         BaseMessage,
         HumanMessage,
         SystemMessage,
+        ToolMessage,
         UsageMetadata,
     )
     from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
@@ -569,11 +570,14 @@ _ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"
 _CALL_OPTIONS = ("max_tokens", "temperature", "top_p", "top_k", "seed")
 
 
-def _speckv_turns(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
-    """LangChain messages as ``{"role", "content"}`` turns for the chat template.
+def _speckv_turns(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
+    """LangChain messages as chat-template turns (``{"role", "content"}`` and tool fields).
 
     Text blocks of list contents are joined; any other block (image, audio, file) is an
-    error rather than silently dropped: the model would answer without having seen it.
+    error rather than silently dropped: the model would answer without having seen it. An
+    ``AIMessage``'s ``tool_calls`` and a ``ToolMessage`` become the transformers tool-use
+    form (see :data:`specrag.core.speckv.decoding.Message`), which the target's chat
+    template renders or, lacking tool support, refuses: they are never dropped.
     """
     turns = []
     for position, message in enumerate(_check_messages(messages)):
@@ -581,24 +585,52 @@ def _speckv_turns(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
         role = chat_role if message.type == "chat" else _ROLES.get(message.type)
         if not isinstance(role, str):
             raise TypeError(f"messages[{position}]: ChatSpecKV cannot send {message.type!r} messages")
-        content = message.content
-        if isinstance(content, str):
-            turns.append({"role": role, "content": content})
-            continue
-        parts = []
-        for block in content:
-            if isinstance(block, str):
-                parts.append(block)
-            elif isinstance(block, dict) and block.get("type") == "text":
-                parts.append(str(block.get("text", "")))
-            else:
-                kind = block.get("type") if isinstance(block, dict) else type(block).__name__
+        turn: dict[str, Any] = {"role": role, "content": _turn_text(position, message)}
+        if isinstance(message, AIMessage):
+            if message.invalid_tool_calls:
                 raise ValueError(
-                    f"messages[{position}] has a {kind!r} content block; ChatSpecKV reads text "
-                    "only (no images, audio or files)"
+                    f"messages[{position}] has an invalid tool call (arguments that are not JSON); fix or "
+                    "remove it: ChatSpecKV will not send the model a call it cannot render"
                 )
-        turns.append({"role": role, "content": "".join(parts)})
+            if message.tool_calls:
+                turn["tool_calls"] = [
+                    {
+                        "type": "function",
+                        "id": call["id"],
+                        "function": {"name": call["name"], "arguments": call["args"]},
+                    }
+                    for call in message.tool_calls
+                ]
+        if isinstance(message, ToolMessage):
+            turn["tool_call_id"] = message.tool_call_id
+            if message.name:
+                turn["name"] = message.name
+        turns.append(turn)
     return turns
+
+
+def _turn_text(position: int, message: BaseMessage) -> str:
+    """The text of ``message``; tool-call blocks that ``tool_calls`` already carries are
+    skipped, any other non-text block is an error."""
+    content = message.content
+    if isinstance(content, str):
+        return content
+    call_ids = {call["id"] for call in message.tool_calls} if isinstance(message, AIMessage) else set()
+    parts = []
+    for block in content:
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, dict) and block.get("type") == "text":
+            parts.append(str(block.get("text", "")))
+        elif isinstance(block, dict) and block.get("type") in ("tool_use", "tool_call") and block.get("id") in call_ids:
+            continue  # rendered from message.tool_calls
+        else:
+            kind = block.get("type") if isinstance(block, dict) else type(block).__name__
+            raise ValueError(
+                f"messages[{position}] has a {kind!r} content block; ChatSpecKV reads text "
+                "only, besides tool calls (no images, audio or files)"
+            )
+    return "".join(parts)
 
 
 class ChatSpecKV(SpecKVSource, BaseChatModel):
@@ -633,7 +665,9 @@ class ChatSpecKV(SpecKVSource, BaseChatModel):
     -----
     Not supported, and declared so: tool calling (``bind_tools``), structured output,
     image / audio / file inputs, API keys, timeouts and retries (a local model has none:
-    such keywords are rejected, not ignored). Usage metadata reports target tokens
+    such keywords are rejected, not ignored). A history *with* tool calls and tool results
+    is rendered through the target's chat template when it supports tools, and refused with
+    one line when it does not. Usage metadata reports target tokens
     (``input_tokens`` = prompt after the chat template, ``output_tokens`` = generated);
     ``response_metadata["speckv"]`` carries the cache figures. ``ainvoke`` / ``astream``
     run generation in a worker thread, so the event loop never blocks; one instance

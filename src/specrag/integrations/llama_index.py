@@ -21,7 +21,8 @@ figures never eat the tokens the compression saved.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 try:
@@ -36,6 +37,7 @@ try:
         LLMMetadata,
         MessageRole,
         TextBlock,
+        ToolCallBlock,
     )
     from llama_index.core.llms import CustomLLM
     from llama_index.core.llms.callbacks import (
@@ -268,11 +270,15 @@ def _texts(nodes: list[NodeWithScore], positions: list[int]) -> list[str]:
 _FALLBACK_CONTEXT_WINDOW = 4096  # when the target's config states no position limit
 
 
-def _speckv_turns(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
-    """LlamaIndex chat messages as ``{"role", "content"}`` turns for the chat template.
+def _speckv_turns(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+    """LlamaIndex chat messages as chat-template turns (``{"role", "content"}`` and tools).
 
-    Only text blocks are read; an image, audio or document block is an error rather than
-    silently dropped: the model would answer without having seen it.
+    Text blocks are read; an image, audio or document block is an error rather than
+    silently dropped: the model would answer without having seen it. Tool calls (as
+    ``ToolCallBlock`` blocks or OpenAI-style ``additional_kwargs["tool_calls"]``) and tool
+    results (role ``tool``, with ``additional_kwargs["tool_call_id"]``) become the
+    transformers tool-use form, which the target's chat template renders or, lacking tool
+    support, refuses: they are never dropped.
     """
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
         raise TypeError(f"messages must be a list of ChatMessage, got {type(messages).__name__}")
@@ -280,15 +286,62 @@ def _speckv_turns(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
     for position, message in enumerate(messages):
         if not isinstance(message, ChatMessage):
             raise TypeError(f"messages[{position}] must be a ChatMessage, got {type(message).__name__}")
+        calls: list[dict[str, Any]] = []
         for block in message.blocks:
-            if not isinstance(block, TextBlock):
+            if isinstance(block, ToolCallBlock):
+                calls.append(_tool_call(block.tool_call_id, block.tool_name, block.tool_kwargs))
+            elif not isinstance(block, TextBlock):
                 raise ValueError(
                     f"messages[{position}] has a {type(block).__name__}; SpecKVLLM reads text "
-                    "only (no images, audio or documents)"
+                    "only, besides tool calls (no images, audio or documents)"
                 )
+        seen = {call.get("id") for call in calls}
+        for call in message.additional_kwargs.get("tool_calls") or []:
+            converted = _openai_tool_call(position, call)
+            if converted.get("id") is None or converted["id"] not in seen:
+                calls.append(converted)
         role = message.role.value if isinstance(message.role, MessageRole) else str(message.role)
-        turns.append({"role": role, "content": message.content or ""})
+        if role == "function":  # the legacy name of a tool result
+            role = "tool"
+        turn: dict[str, Any] = {"role": role, "content": message.content or ""}
+        if calls:
+            turn["tool_calls"] = calls
+        if role == "tool":
+            for key in ("tool_call_id", "name"):
+                if isinstance(message.additional_kwargs.get(key), str):
+                    turn[key] = message.additional_kwargs[key]
+        turns.append(turn)
     return turns
+
+
+def _tool_call(call_id: object, name: str, arguments: object) -> dict[str, Any]:
+    """One tool call in the transformers form; JSON-string arguments become a dict."""
+    if isinstance(arguments, str):
+        try:
+            parsed = json.loads(arguments)
+        except ValueError:
+            parsed = None
+        arguments = parsed if isinstance(parsed, dict) else arguments
+    call: dict[str, Any] = {"type": "function", "function": {"name": name, "arguments": arguments or {}}}
+    if isinstance(call_id, str):
+        call["id"] = call_id
+    return call
+
+
+def _openai_tool_call(position: int, call: object) -> dict[str, Any]:
+    """An OpenAI-style tool call (a dict, or the client's object) in the transformers form."""
+
+    def field(owner: object, name: str) -> object:
+        return owner.get(name) if isinstance(owner, Mapping) else getattr(owner, name, None)
+
+    function = field(call, "function")
+    name = field(function, "name")
+    if not isinstance(name, str):
+        raise ValueError(
+            f"messages[{position}].additional_kwargs['tool_calls'] holds a call without a function name; "
+            "SpecKVLLM will not send the model a call it cannot render"
+        )
+    return _tool_call(field(call, "id"), name, field(function, "arguments"))
 
 
 class SpecKVLLM(SpecKVSource, CustomLLM):
@@ -323,7 +376,8 @@ class SpecKVLLM(SpecKVSource, CustomLLM):
     Responses carry ``raw`` = the engine's figures (cache entries, KV bytes, seconds, finish
     reason) and ``additional_kwargs`` = ``{"prompt_tokens", "completion_tokens",
     "total_tokens"}``. Async methods run generation in a worker thread. No function
-    calling, no multimodal input.
+    calling (a history with tool calls and results is rendered through the target's chat
+    template when it supports tools, refused with one line when not), no multimodal input.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")

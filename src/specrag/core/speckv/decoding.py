@@ -20,15 +20,23 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass
-from typing import Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from ..validation import validate_encodable
+
 _REPLACEMENT = "\ufffd"
 
-Message = Mapping[str, str]
-"""A chat message: ``{"role": "system" | "user" | "assistant" | ..., "content": str}``."""
+Message = Mapping[str, Any]
+"""A chat message: ``{"role": "system" | "user" | "assistant" | "tool" | ..., "content": str}``.
+
+Tool use takes the form transformers chat templates read: an assistant message may carry
+``"tool_calls": [{"type": "function", "id": str, "function": {"name": str, "arguments":
+dict | str}}, ...]``, and a tool result is ``{"role": "tool", "content": str,
+"tool_call_id": str, "name": str}`` (the last two optional).
+"""
 
 Prompt = str | Sequence[Message]
 ResultT = TypeVar("ResultT")
@@ -195,23 +203,90 @@ class StopText:
 
 
 # ---------------------------------------------------------------------------- prompts
-def render_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> list[int]:
-    """Token ids for a text prompt or chat messages (see :meth:`specrag.SpecKV.generate`)."""
+_TOOL_KEYS = ("tool_calls", "tool_call_id", "name")
+
+
+def render_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt, owner: str = "the model") -> list[int]:
+    """Token ids for a text prompt or chat messages (see :meth:`specrag.SpecKV.generate`).
+
+    Tool calls and tool results go through the chat template's own tool support. When the
+    tokenizer has no template, or its template drops them or refuses them, this raises a
+    one-line ``ValueError`` naming ``owner`` (e.g. ``"target 'qwen'"``): the model would
+    otherwise answer a history it never saw.
+    """
     if isinstance(prompt, str):
         return list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
-    messages = [{"role": message["role"], "content": message["content"]} for message in prompt]
+    messages = [
+        {"role": message["role"], "content": message["content"]}
+        | {key: message[key] for key in _TOOL_KEYS if message.get(key) is not None}
+        for message in prompt
+    ]
+    tool_turns = [index for index, message in enumerate(messages) if _is_tool_turn(message)]
     if getattr(tokenizer, "chat_template", None):
+        if tool_turns:
+            _check_tools_render(tokenizer, messages, tool_turns, owner)
         text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if tool_turns:
+        raise ValueError(
+            f"prompt[{tool_turns[0]}] is a tool call or tool result, but {owner} has no chat template to "
+            "render tools with; use a chat model whose template supports tools, or send it as plain text"
+        )
     lines = "".join(f"{message['role'].capitalize()}: {message['content']}\n" for message in messages)
     return list(tokenizer(f"{lines}Assistant:", add_special_tokens=True)["input_ids"])
+
+
+def _is_tool_turn(message: Mapping[str, Any]) -> bool:
+    return bool(message.get("tool_calls")) or message["role"] == "tool"
+
+
+def _check_tools_render(
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], tool_turns: list[int], owner: str
+) -> None:
+    """Refuse a template that raises on, or silently drops, a tool call or a tool result.
+
+    The messages are rendered once with every tool call's name and every tool result's
+    content replaced by a unique marker; a marker missing from the text is a turn the
+    template dropped. Markers (not the real names) so that a name that also occurs in the
+    conversation cannot hide a drop.
+    """
+    from jinja2 import TemplateError  # transformers renders chat templates with jinja2
+
+    probe = [dict(message) for message in messages]
+    markers: dict[str, int] = {}
+    for index in tool_turns:
+        message = probe[index]
+        if message.get("tool_calls"):
+            calls = []
+            for number, call in enumerate(message["tool_calls"]):
+                marker = f"specragtoolcall{index}x{number}"
+                markers[marker] = index
+                calls.append({**call, "function": {**call["function"], "name": marker}})
+            message["tool_calls"] = calls
+        if message["role"] == "tool":
+            marker = f"specragtoolresult{index}"
+            markers[marker] = index
+            message["content"] = marker
+    try:
+        text = tokenizer.apply_chat_template(probe, add_generation_prompt=True, tokenize=False)
+    except TemplateError as error:
+        raise ValueError(
+            f"the chat template of {owner} refuses the tool turns (prompt[{tool_turns[0]}]): {error}; use a "
+            "model whose template supports tools, or send them as plain text"
+        ) from None
+    missing = [index for marker, index in markers.items() if marker not in str(text)]
+    if missing:
+        raise ValueError(
+            f"the chat template of {owner} drops the tool call or result in prompt[{missing[0]}] (it has no "
+            "tool support); use a model whose template supports tools, or send it as plain text"
+        )
 
 
 def validate_prompt(prompt: object) -> Prompt:
     if isinstance(prompt, str):
         if not prompt.strip():
             raise ValueError("prompt must not be empty")
-        return prompt
+        return validate_encodable("prompt", prompt)
     if isinstance(prompt, bytes) or not isinstance(prompt, Sequence):
         raise TypeError(
             f"prompt must be a str or a list of {{'role', 'content'}} messages, got {type(prompt).__name__}"
@@ -224,9 +299,29 @@ def validate_prompt(prompt: object) -> Prompt:
         for field in ("role", "content"):
             if not isinstance(message.get(field), str):
                 raise TypeError(f"prompt[{position}][{field!r}] must be a str")
-    if not any(message["content"].strip() for message in prompt):
+        validate_encodable(f"prompt[{position}]['content']", message["content"])
+        for field in ("tool_call_id", "name"):
+            if message.get(field) is not None and not isinstance(message[field], str):
+                raise TypeError(f"prompt[{position}][{field!r}] must be a str")
+        if message.get("tool_calls") is not None:
+            _validate_tool_calls(f"prompt[{position}]['tool_calls']", message["tool_calls"])
+    if not any(message["content"].strip() or message.get("tool_calls") for message in prompt):
         raise ValueError("prompt must not be empty: every message's content is empty")
     return prompt
+
+
+def _validate_tool_calls(name: str, calls: object) -> None:
+    """Tool calls in the transformers form (see :data:`Message`), or a one-line error."""
+    if isinstance(calls, (str, bytes, Mapping)) or not isinstance(calls, Sequence):
+        raise TypeError(f"{name} must be a list of tool calls, got {type(calls).__name__}")
+    for number, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, Mapping) else None
+        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
+            raise TypeError(
+                f"{name}[{number}] must be {{'type': 'function', 'function': {{'name': str, 'arguments': dict}}}}"
+            )
+        if not isinstance(function.get("arguments", {}), (Mapping, str)):
+            raise TypeError(f"{name}[{number}]['function']['arguments'] must be a dict or a JSON str")
 
 
 # ---------------------------------------------------------------------------- streams

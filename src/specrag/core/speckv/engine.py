@@ -229,7 +229,8 @@ class SpecKV:
 
     def render(self, prompt: Prompt, tokenizer: PreTrainedTokenizerBase | None = None) -> list[int]:
         """Token ids the target (or ``tokenizer``) reads for ``prompt``; see :meth:`generate`."""
-        return render_prompt(tokenizer or self.target.tokenizer, validate_prompt(prompt))
+        owner = "the tokenizer" if tokenizer is not None else f"target {self.target.name!r}"
+        return render_prompt(tokenizer or self.target.tokenizer, validate_prompt(prompt), owner)
 
     # ------------------------------------------------------------------ one generation
     def _events(
@@ -251,7 +252,7 @@ class SpecKV:
         max_new_tokens = options.max_new_tokens
         with self._lock:
             prompt, compression = self._with_documents(prompt, documents)
-            ids = render_prompt(self.target.tokenizer, prompt)
+            ids = render_prompt(self.target.tokenizer, prompt, f"target {self.target.name!r}")
             if not ids:
                 raise ValueError("prompt must not be empty: it renders to no tokens")
             length = len(ids)
@@ -260,6 +261,7 @@ class SpecKV:
             evict = length > prefill_keep
 
             lookahead = self._lookahead(max_new_tokens) if evict else 0
+            self._check_positions(length, lookahead, max_new_tokens)
             config = self.target.model.config
             # Refuse before spending time on the draft; re-checked with the actual answer
             # length, which can exceed `lookahead` when the draft has another tokenizer.
@@ -271,6 +273,7 @@ class SpecKV:
                 started = time.perf_counter()
                 answer = self._draft_answer(prompt, ids, lookahead)
                 draft_seconds = time.perf_counter() - started
+                self._check_positions(length, len(answer), max_new_tokens)  # re-tokenized answers may be longer
 
             started = time.perf_counter()
             plan = plan_layers(config, length + max(len(answer), max_new_tokens))
@@ -375,7 +378,7 @@ class SpecKV:
         filled = self.settings.document_template.format(context=context, question=question)
         if isinstance(prompt, str):
             return filled, compression
-        messages: list[dict[str, str]] = [dict(message) for message in prompt]
+        messages: list[dict[str, Any]] = [dict(message) for message in prompt]
         messages[users[-1]]["content"] = filled
         return messages, compression
 
@@ -387,10 +390,25 @@ class SpecKV:
             return 0
         return self.policy.lookahead_tokens(max_new_tokens)
 
+    def _check_positions(self, length: int, lookahead: int, max_new_tokens: int) -> None:
+        """Refuse a call that would run the target past its position limit.
+
+        The target reads the prompt plus the draft's answer (then rolled back) and decodes
+        from the prompt's end, so it needs ``length + max(lookahead, max_new_tokens)``
+        positions. Beyond ``max_position_embeddings`` rotary models do not fail, they
+        answer from positions they were never trained on: a silent wrong answer.
+        """
+        _check_fits(self.target, "target", length, lookahead, max_new_tokens, length + max(lookahead, max_new_tokens))
+
     def _draft_answer(self, prompt: Prompt, target_ids: list[int], lookahead: int) -> list[int]:
         """The draft's greedy approximate answer, as target token ids."""
         assert self.draft is not None
-        draft_ids = target_ids if self._shared_vocab else render_prompt(self.draft.tokenizer, prompt)
+        draft_ids = (
+            target_ids
+            if self._shared_vocab
+            else render_prompt(self.draft.tokenizer, prompt, f"draft {self.draft.name!r}")
+        )
+        _check_fits(self.draft, "draft", len(draft_ids), lookahead, 0, len(draft_ids) + lookahead)
         answer = self._greedy(self.draft, draft_ids, lookahead)
         if self._shared_vocab:
             return answer
@@ -502,3 +520,18 @@ __all__ = [
     "SpecKVStream",
     "check_draft",
 ]
+
+
+def _check_fits(model: LoadedModel, role: str, length: int, lookahead: int, max_new_tokens: int, needed: int) -> None:
+    """One-line refusal when ``needed`` positions exceed ``model``'s limit (if it states one)."""
+    limit = model.max_positions
+    if limit is None or needed <= limit:
+        return
+    parts = [f"max_new_tokens={max_new_tokens}"] if max_new_tokens else []
+    parts += [f"{lookahead} draft lookahead tokens"] if lookahead else []
+    extra = f" plus {' and '.join(parts)}" if parts else ""
+    raise ValueError(
+        f"the prompt is {length} tokens{extra}: {role} {model.name!r} would need {needed} positions but reads at "
+        f"most {limit}; shorten the prompt, compress the documents (compressor=SpecPC(...)) or lower max_new_tokens"
+        + (" or the policy's lookahead" if role == "draft" else "")
+    )
