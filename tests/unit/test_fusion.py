@@ -13,7 +13,7 @@ import pytest
 
 from specrag import SpecPC, build_tiny_model
 from specrag.core.sentences import sentence_index, sentence_spans
-from specrag.core.specpc.ranking import fuse_ranks, percentile_ranks, snap_to_sentences
+from specrag.core.specpc.ranking import fuse_ranks, max_ranks, percentile_ranks, snap_to_sentences
 
 
 def hashed_bag_of_words(texts: Sequence[str]) -> np.ndarray:
@@ -143,3 +143,25 @@ def test_chat_frame_puts_documents_in_the_user_turn() -> None:
     # Inputs longer than one pass are still split into pieces that each end with the question.
     small = SpecPC(draft, keep_ratio=0.3, chat=True, max_draft_tokens=220, window=8, progress=False)
     assert small.compress(DOCS * 3, QUESTION).pieces > 1
+
+
+def test_max_ranks_keep_each_signals_top_on_top() -> None:
+    attention = [np.array([0.9, 0.1, 0.2]), np.array([0.3])]
+    relevance = [np.array([0.0, 0.1, 0.9]), np.array([0.2])]
+    fused = max_ranks([attention, relevance])
+    # Position 0 is attention's best, position 2 relevance's best: both get the top rank,
+    # where a weighted sum would rank them by how much the two signals agree.
+    assert fused[0][0] == fused[0][2] == 1.0
+    assert fused[0][1] < 1.0 and fused[1].shape == (1,)
+
+
+def test_max_fusion_keeps_the_relevant_sentence_whatever_the_attention(draft) -> None:  # type: ignore[no-untyped-def]
+    pc = SpecPC(draft, keep_ratio=0.3, embedder=hashed_bag_of_words, fusion="max", snap="sentence", window=8)
+    kept = " ".join(doc.text for doc in pc.compress(DOCS, QUESTION).documents)
+    assert "Zorblat the engineer designed the copper bridge over the river." in kept
+    scored = pc.score(DOCS, QUESTION)
+    assert pc.select(scored, keep_ratio=0.3).texts == pc.compress(DOCS, QUESTION).texts
+    with pytest.raises(ValueError, match="relevance_weight has no effect with fusion='max'"):
+        SpecPC(draft, embedder=hashed_bag_of_words, fusion="max", relevance_weight=2.0)
+    with pytest.raises(ValueError, match="fusion"):
+        SpecPC(draft, fusion="mean")

@@ -21,6 +21,8 @@ Methods
 ``specpc_fused``  SpecPC with all-MiniLM sentence relevance fused with the draft's attention
                   (percentile ranks, relevance at half the weight; :mod:`specrag.fusion`),
                   sentence-snapped.
+``specpc_max``    as ``specpc_fused`` with ``fusion="max"``: each token keeps the better of its
+                  attention and relevance percentile ranks.
 ``oracle``    SpecPC with the *target* as draft: what the answering model itself attends to.
 ``lc_filter``, ``bm25``  the peers, through their own code (:mod:`specrag.bench.peers`).
 
@@ -62,10 +64,11 @@ PC_METHODS = (
     "specpc",
     "specpc_snap",
     "specpc_fused",
+    "specpc_max",
     "oracle",
     *PEER_METHODS,
 )
-DRAFT_METHODS = frozenset({"selfinfo", "window", "specpc", "specpc_snap", "specpc_fused"})
+DRAFT_METHODS = frozenset({"selfinfo", "window", "specpc", "specpc_snap", "specpc_fused", "specpc_max"})
 """Methods whose scores depend on the draft (their result key includes the draft's name)."""
 
 
@@ -230,7 +233,7 @@ def make_pc_method(
         return Truncate()
     if name == "random":
         return RandomUnits(seed)
-    if name in ("sentence", "specpc_fused") and embed is None:
+    if name in ("sentence", "specpc_fused", "specpc_max") and embed is None:
         from ..core.embeddings import embed as minilm_embed
 
         embed = minilm_embed
@@ -254,6 +257,9 @@ def make_pc_method(
     if name == "specpc_fused":
         assert draft is not None
         return DraftAttention(name, draft, embedder=embed, snap="sentence", relevance_weight=0.5)
+    if name == "specpc_max":
+        assert draft is not None
+        return DraftAttention(name, draft, embedder=embed, snap="sentence", fusion="max")
     if name == "oracle":
         if target is None:
             raise ValueError("method 'oracle' needs the target model")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class SpecPCSettings(BaseModel):
@@ -57,6 +57,20 @@ class SpecPCSettings(BaseModel):
         "draft attention (weight 1; both as percentile ranks). 0.5 was the best of 0.5/1/2 "
         "on Quoref (docs/benchmarks.md).",
     )
+    fusion: Literal["sum", "max"] = Field(
+        "sum",
+        description="With an embedder, how attention and relevance combine (both as percentile "
+        "ranks): 'sum' adds them (relevance times relevance_weight); 'max' lets every token keep "
+        "the better of its two ranks, so the top of each signal competes for the budget and "
+        "neither drowns the other (relevance_weight does not apply).",
+    )
+
+    @model_validator(mode="after")
+    def _weight_needs_sum(self) -> SpecPCSettings:
+        # A weight that would be silently ignored is refused instead.
+        if self.fusion == "max" and "relevance_weight" in self.model_fields_set:
+            raise ValueError("relevance_weight has no effect with fusion='max'; leave it unset or use fusion='sum'")
+        return self
 
     @field_validator("question_template")
     @classmethod

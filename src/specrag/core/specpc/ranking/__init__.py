@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .base import RankingContext, RankingStep
-from .fusion import FuseRelevance, fuse_ranks, percentile_ranks
+from .fusion import FuseRelevance, fuse_ranks, max_ranks, percentile_ranks
 from .smoothing import MaxPool, centred_max_pool
 from .snapping import SnapToSentences, snap_to_sentences
 
@@ -38,7 +38,7 @@ def build_steps(settings: SpecPCSettings, *, fused: bool) -> tuple[RankingStep, 
         MaxPool(settings.neighbourhood),
     ]
     if fused:
-        steps.append(FuseRelevance(settings.relevance_weight))
+        steps.append(FuseRelevance(settings.relevance_weight, mode=settings.fusion))
     if settings.snap == "sentence":
         steps.append(SnapToSentences())
     return tuple(steps)
@@ -71,6 +71,7 @@ __all__ = [
     "build_steps",
     "centred_max_pool",
     "fuse_ranks",
+    "max_ranks",
     "percentile_ranks",
     "rank_tokens",
     "snap_to_sentences",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 
@@ -65,19 +65,34 @@ def fuse_ranks(signals: Sequence[Sequence[np.ndarray]], weights: Sequence[float]
     return np.split(total, np.cumsum(sizes)[:-1]) if sizes else []
 
 
+def max_ranks(signals: Sequence[Sequence[np.ndarray]]) -> list[np.ndarray]:
+    """Per unit, the best of its percentile ranks, each signal ranked over all documents.
+
+    Where a weighted sum rewards units that *both* signals like, the max keeps each signal's
+    own top picks on top: a budget is then shared between what the draft attends to and what
+    resembles the question, instead of going to whichever signal the weights favour.
+    """
+    ranked = [fuse_ranks([signal], [1.0]) for signal in signals]
+    return [np.maximum.reduce([r[index] for r in ranked]) for index in range(len(ranked[0]))] if ranked else []
+
+
 @dataclass(frozen=True)
 class FuseRelevance:
-    """Replace the scores by ``rank(scores) + weight * rank(sentence relevance)``.
+    """Combine the scores with sentence relevance, as percentile ranks.
 
-    A no-op when the call has no relevance (no embedder set), so the same pipeline serves
-    both.
+    ``mode="sum"``: ``rank(scores) + weight * rank(relevance)``; ``mode="max"``:
+    ``max(rank(scores), rank(relevance))`` (see :func:`max_ranks`). A no-op when the call
+    has no relevance (no embedder set), so the same pipeline serves both.
     """
 
     weight: float
+    mode: Literal["sum", "max"] = "sum"
     tiebreak: bool = False
     name: ClassVar[str] = "fuse_relevance"
 
     def apply(self, scores: list[np.ndarray], context: RankingContext) -> list[np.ndarray]:
         if context.relevance is None or not scores:
             return scores
+        if self.mode == "max":
+            return max_ranks([scores, list(context.relevance)])
         return fuse_ranks([scores, list(context.relevance)], [1.0, self.weight])
