@@ -9,6 +9,7 @@ target's position limit; unhashable or unencodable inputs failing deep inside a 
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Any
 
 import pytest
@@ -407,3 +408,35 @@ def test_speckv_refuses_a_prompt_past_the_drafts_position_limit() -> None:
         ValueError, match=r"draft 'tiny-llama' would need .* reads at most 64; .* or the policy's lookahead$"
     ):
         engine.generate("The capital of France is Paris. " * 20, max_new_tokens=4)
+
+
+# ---------------------------------------------------------------------------- item 12: warnings
+def warn_from(module: str, category: type[Warning]) -> None:
+    """Raise ``category`` from code whose module is ``module`` (what warnings filters see)."""
+    code = compile("import warnings\nwarnings.warn('soon removed', category)\n", f"<{module}>", "exec")
+    exec(code, {"__name__": module, "category": category})
+
+
+@pytest.mark.parametrize("category", [DeprecationWarning, FutureWarning])
+def test_a_deprecation_from_specrag_code_fails_the_run(category: type[Warning]) -> None:
+    """pyproject's filterwarnings: an error when attributed to specrag, a warning otherwise."""
+    for module in ("specrag", "specrag.core.models"):
+        with pytest.raises(category, match="soon removed"):
+            warn_from(module, category)
+    for module in ("transformers.modeling_utils", "specrag_lookalike"):
+        with pytest.warns(category, match="soon removed"):
+            warn_from(module, category)
+
+
+def test_our_model_calls_raise_no_deprecation_warning(draft: LoadedModel) -> None:
+    """transformers attributes a deprecated forward argument (``past_key_values`` before
+    ``cache``) to torch's module wrapper, not to our call, so the module-scoped filter cannot
+    see it; the cached paths of SpecPC (lookahead) and SpecKV (draft answer, decoding) are
+    therefore run here with every deprecation an error."""
+    from specrag import SpecKV
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        warnings.simplefilter("error", FutureWarning)
+        SpecPC(draft, lookahead=3, window=4, progress=False).compress([LONG], "When?")
+        SpecKV(draft, draft, budget=16, window=4).generate(LONG, max_new_tokens=3)
