@@ -9,7 +9,9 @@ Every budget is named after what it counts; this table is the one place they are
 ``max_tokens`` (SpecPC, ``SpecPCCompressor``, ``SpecPCPostprocessor``, the trimmer, the CLI)
     Document tokens to keep, absolute, in the draft's tokenizer. Question and instruction
     are never cut and do not count. ``CompressionResult.budget`` is the number a call
-    resolved to.
+    resolved to. Either way the kept tokens never exceed the budget and fall short of it by
+    less than the smallest word unit left out: words, numbers and grapheme clusters are
+    kept whole or not at all (:mod:`specrag.core.specpc.selection`).
 ``budget`` (SpecKV, ``ChatSpecKV``, ``SpecKVLLM``; ``SpecKVResult.budget``)
     KV-cache entries each budgeted layer keeps after prefill (one entry = one position's
     key and value for all KV heads of a layer), in the target's tokens.
