@@ -44,7 +44,7 @@ from specrag.bench.metrics import answer_contained
 from specrag.bench.report import sign_test
 from specrag.bench.tasks import BenchItem, build_items
 from specrag.core.bundles import bundle_dir
-from specrag.core.embeddings import embed
+from specrag.core.embeddings import embed, sentence_relevance
 from specrag.core.models import load_model
 from specrag.core.sentences import sentence_spans
 from specrag.core.specpc.ranking import fuse_ranks, snap_to_sentences
@@ -127,7 +127,11 @@ def variants(cached: dict[str, Any], item: BenchItem) -> dict[str, list[np.ndarr
                 for i in range(len(docs))]  # fmt: skip
 
     attention1 = pooled(cached["raw"])
+    # Round 2 without a second draft pass: the sentences' similarity to the bridge + question.
+    bridged = sentence_relevance(embed, f"{cached['bridge']} {item.question}", list(docs), starts)
     result = {
+        "max_fuse_bridge_rel": snap(max_fuse([attention1, relevance, bridged])),
+        "fused_bridge_rel": snap(fuse([cached["fused"], bridged], [1.0, 1.0])),
         "max_fuse": snap(max_fuse([attention1, relevance])),
         "max_fuse_bridge": snap(max_fuse([attention1, relevance, attention2])),
         "max_fuse_calibrated": snap(max_fuse([pooled(calibrated), relevance])),

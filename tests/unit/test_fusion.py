@@ -165,3 +165,45 @@ def test_max_fusion_keeps_the_relevant_sentence_whatever_the_attention(draft) ->
         SpecPC(draft, embedder=hashed_bag_of_words, fusion="max", relevance_weight=2.0)
     with pytest.raises(ValueError, match="fusion"):
         SpecPC(draft, fusion="mean")
+
+
+BRIDGE_DOCS = [
+    "Mara Voss is a botanist. She grows rare tomatoes. She works for Halcyon Optics.",
+    "Ironvale Press was set up by two apprentices. The company is based in Port Anselm.",
+    "Halcyon Optics was set up by two apprentices. The company is based in Old Velia.",
+]
+BRIDGE_QUESTION = "In which city is the company that Mara Voss works for based?"
+
+
+def test_the_bridge_round_adds_the_round_one_best_sentences_to_the_query(draft) -> None:  # type: ignore[no-untyped-def]
+    seen: list[str] = []
+
+    def recording(texts):  # type: ignore[no-untyped-def]
+        seen.append(texts[0])
+        return hashed_bag_of_words(texts)
+
+    pc = SpecPC(draft, keep_ratio=0.4, embedder=recording, fusion="max", bridge=True, snap="sentence", window=8)
+    scored = pc.score(BRIDGE_DOCS, BRIDGE_QUESTION)
+    # One draft pass, two embedder calls: the question, then the bridge plus the question.
+    assert seen[0] == BRIDGE_QUESTION and len(seen) == 2
+    assert scored.bridge is not None and seen[1] == f"{scored.bridge} {BRIDGE_QUESTION}"
+    assert any(scored.bridge in doc for doc in BRIDGE_DOCS)  # verbatim sentences of one document
+    assert scored.bridge_relevance is not None and len(scored.bridge_relevance) == 3
+    assert pc.select(scored, keep_ratio=0.4).texts == pc.compress(BRIDGE_DOCS, BRIDGE_QUESTION).texts
+    with pytest.raises(ValueError, match="bridge=True .* give an embedder"):
+        SpecPC(draft, bridge=True)
+
+
+def test_the_bridge_relevance_finds_the_fact_that_names_the_bridge_entity() -> None:
+    from specrag.core.embeddings import sentence_relevance
+    from specrag.core.specpc.ranking import max_ranks
+
+    starts = [np.array([0, 26, 47]), np.array([0, 46]), np.array([0, 46])]  # sentence starts
+    plain = sentence_relevance(hashed_bag_of_words, BRIDGE_QUESTION, BRIDGE_DOCS, starts)
+    bridged = sentence_relevance(
+        hashed_bag_of_words, f"She works for Halcyon Optics. {BRIDGE_QUESTION}", BRIDGE_DOCS, starts
+    )
+    # The Halcyon document outranks the Ironvale confuser only once the bridge is in the query.
+    assert bridged[2].max() > bridged[1].max()
+    fused = max_ranks([plain, bridged])
+    assert fused[2].max() >= fused[1].max()

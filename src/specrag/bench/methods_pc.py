@@ -23,6 +23,8 @@ Methods
                   sentence-snapped.
 ``specpc_max``    as ``specpc_fused`` with ``fusion="max"``: each token keeps the better of its
                   attention and relevance percentile ranks.
+``specpc_bridge``  ``specpc_max`` plus the bridge round (``bridge=True``): relevance to the
+                  question plus the round-1 best sentence and the two after it.
 ``oracle``    SpecPC with the *target* as draft: what the answering model itself attends to.
 ``lc_filter``, ``bm25``  the peers, through their own code (:mod:`specrag.bench.peers`).
 
@@ -65,10 +67,13 @@ PC_METHODS = (
     "specpc_snap",
     "specpc_fused",
     "specpc_max",
+    "specpc_bridge",
     "oracle",
     *PEER_METHODS,
 )
-DRAFT_METHODS = frozenset({"selfinfo", "window", "specpc", "specpc_snap", "specpc_fused", "specpc_max"})
+DRAFT_METHODS = frozenset(
+    {"selfinfo", "window", "specpc", "specpc_snap", "specpc_fused", "specpc_max", "specpc_bridge"}
+)
 """Methods whose scores depend on the draft (their result key includes the draft's name)."""
 
 
@@ -233,7 +238,7 @@ def make_pc_method(
         return Truncate()
     if name == "random":
         return RandomUnits(seed)
-    if name in ("sentence", "specpc_fused", "specpc_max") and embed is None:
+    if name in ("sentence", "specpc_fused", "specpc_max", "specpc_bridge") and embed is None:
         from ..core.embeddings import embed as minilm_embed
 
         embed = minilm_embed
@@ -260,6 +265,9 @@ def make_pc_method(
     if name == "specpc_max":
         assert draft is not None
         return DraftAttention(name, draft, embedder=embed, snap="sentence", fusion="max")
+    if name == "specpc_bridge":
+        assert draft is not None
+        return DraftAttention(name, draft, embedder=embed, snap="sentence", fusion="max", bridge=True)
     if name == "oracle":
         if target is None:
             raise ValueError("method 'oracle' needs the target model")

@@ -17,6 +17,7 @@ any tokenizer, can consume it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from ..budget import resolve_budget, resolve_call_budget
 from ..embeddings import Embedder, resolve_embedder, sentence_relevance
 from ..models import LoadedModel, cache_argument, load_model
 from ..segmentation import DocumentTokens, tokenize_document
+from ..sentences import index_in_spans, sentence_spans
 from ..validation import validate_documents, validate_text
 from .ranking import RankingContext, TokenKeys, build_steps, rank_tokens
 from .result import CompressionResult
@@ -40,6 +42,7 @@ from .settings import SpecPCSettings
 
 DEFAULT_DRAFT = "smollm2-135m"
 _FALLBACK_MAX_TOKENS = 8192  # when a config states no position limit
+_BRIDGE_FOLLOW = 2  # sentences after the round-1 best one that join the bridge
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,10 @@ class ScoredContext:
     seconds: float
     relevance: tuple[np.ndarray, ...] | None = None
     """Per token, the cosine of its sentence to the question (only with an embedder)."""
+    bridge: str | None = None
+    """With ``bridge=True``: the round-1 sentences added to the question for round 2."""
+    bridge_relevance: tuple[np.ndarray, ...] | None = None
+    """Per token, the cosine of its sentence to the bridge plus the question."""
 
     @property
     def total_tokens(self) -> int:
@@ -131,6 +138,10 @@ class SpecPC:
         self.draft = draft if isinstance(draft, LoadedModel) else load_model(draft, device, dtype)
         self.progress = progress
         self.embedder = resolve_embedder(embedder)
+        if self.settings.bridge and self.embedder is None:
+            raise ValueError(
+                "bridge=True ranks sentences by relevance to the bridge: give an embedder ('minilm' or your own)"
+            )
         if self.settings.chat and not getattr(self.draft.tokenizer, "chat_template", None):
             raise ValueError(f"chat=True, but the tokenizer of draft {self.draft.name!r} has no chat template")
         self._start_layer = self._resolve_start_layer()
@@ -158,18 +169,7 @@ class SpecPC:
         docs, question, instruction, tokenized = self._prepare(documents, question, instruction)
         total = sum(t.num_tokens for t in tokenized if t is not None)
         budget = resolve_budget(total, ratio, absolute)
-        doc_scores, pieces = self._score(tokenized, question, instruction, budget, total)
-        scored = ScoredContext(
-            documents=tuple(docs),
-            question=question,
-            instruction=instruction,
-            tokenized=tuple(tokenized),
-            scores=tuple(doc_scores),
-            pieces=pieces,
-            seconds=time.perf_counter() - started,
-            relevance=self._relevance(docs, question, tokenized) if budget else None,
-        )
-        return self._result(scored, budget)
+        return self._result(self._scored(docs, question, instruction, tokenized, budget, total, started), budget)
 
     def score(self, documents: Sequence[str], question: str, instruction: str | None = None) -> ScoredContext:
         """Run the draft once and keep its token scores, to select under several budgets.
@@ -180,18 +180,60 @@ class SpecPC:
         started = time.perf_counter()
         docs, question, instruction, tokenized = self._prepare(documents, question, instruction)
         total = sum(t.num_tokens for t in tokenized if t is not None)
-        doc_scores, pieces = self._score(tokenized, question, instruction, total, total)
-        relevance = self._relevance(docs, question, tokenized)
-        return ScoredContext(
+        return self._scored(docs, question, instruction, tokenized, total, total, started)
+
+    def _scored(
+        self,
+        docs: list[str],
+        question: str,
+        instruction: str | None,
+        tokenized: list[DocumentTokens | None],
+        budget: int,
+        total: int,
+        started: float,
+    ) -> ScoredContext:
+        """The draft pass, sentence relevance (with an embedder) and the bridge round (with
+        ``bridge=True``); nothing but the draft pass runs when the budget is 0."""
+        doc_scores, pieces = self._score(tokenized, question, instruction, budget, total)
+        scored = ScoredContext(
             documents=tuple(docs),
             question=question,
             instruction=instruction,
             tokenized=tuple(tokenized),
             scores=tuple(doc_scores),
             pieces=pieces,
-            seconds=time.perf_counter() - started,
-            relevance=relevance,
+            seconds=0.0,
+            relevance=self._relevance(docs, question, tokenized) if budget else None,
         )
+        if self.settings.bridge and scored.relevance is not None:
+            scored = self._with_bridge(scored)
+        return dataclasses.replace(scored, seconds=time.perf_counter() - started)
+
+    def _with_bridge(self, scored: ScoredContext) -> ScoredContext:
+        """Round 2 of multi-fact coverage: relevance to the question plus the bridge.
+
+        The bridge is the best-ranked sentence of round 1 (attention fused with relevance as
+        a weighted sum, which favours where both agree: the first fact) and the two sentences
+        after it in its document, where a fact about the subject usually follows its name.
+        """
+        assert self.embedder is not None
+        keys = self._keys(scored, self.settings.model_copy(update={"fusion": "sum", "bridge": False}))
+        best = max(
+            (index for index, key in enumerate(keys) if key is not None and key[0].size),
+            key=lambda index: float(keys[index][0].max()),  # type: ignore[index]
+            default=None,
+        )
+        if best is None:
+            return scored
+        doc = scored.tokenized[best]
+        assert doc is not None
+        text = scored.documents[best]
+        spans = sentence_spans(text)
+        first = int(index_in_spans(spans, doc.token_starts[[int(np.argmax(keys[best][0]))]])[0])  # type: ignore[index]
+        bridge = " ".join(text[a:b].strip() for a, b in spans[first : first + 1 + _BRIDGE_FOLLOW])
+        starts = [d.token_starts if d is not None else np.zeros(0, dtype=np.int64) for d in scored.tokenized]
+        bridged = sentence_relevance(self.embedder, f"{bridge} {scored.question}", list(scored.documents), starts)
+        return dataclasses.replace(scored, bridge=bridge, bridge_relevance=tuple(bridged))
 
     def select(
         self,
@@ -410,13 +452,21 @@ class SpecPC:
         attention. Exposed so that a caller who counts its budget in another tokenizer (the
         benchmark counts in the target's) ranks exactly as SpecPC does.
         """
+        return self._keys(scored, self.settings)
+
+    def _keys(self, scored: ScoredContext, settings: SpecPCSettings) -> list[TokenKeys | None]:
         present = [index for index, doc in enumerate(scored.tokenized) if doc is not None and doc.num_tokens > 0]
+
+        def of_present(values: tuple[np.ndarray, ...] | None) -> list[np.ndarray] | None:
+            return None if values is None else [values[index] for index in present]
+
         context = RankingContext(
             documents=[scored.documents[index] for index in present],
             tokens=[scored.tokenized[index] for index in present],  # type: ignore[misc]
-            relevance=None if scored.relevance is None else [scored.relevance[index] for index in present],
+            relevance=of_present(scored.relevance),
+            bridge_relevance=of_present(scored.bridge_relevance) if settings.bridge else None,
         )
-        steps = build_steps(self.settings, fused=scored.relevance is not None)
+        steps = build_steps(settings, fused=scored.relevance is not None)
         ranked = rank_tokens([scored.scores[index] for index in present], steps, context)
         keys: list[TokenKeys | None] = [None] * len(scored.tokenized)
         for index, token_keys in zip(present, ranked, strict=True):

@@ -65,6 +65,14 @@ class SpecPCSettings(BaseModel):
         "neither drowns the other (relevance_weight does not apply).",
     )
 
+    bridge: bool = Field(
+        False,
+        description="Multi-fact coverage, with an embedder: a second relevance round whose query is "
+        "the question plus the round-1 best sentence and the two after it (the bridge: 'He works "
+        "for X' after 'Y is a violin maker'), so a second fact that names X but nothing of the "
+        "question can rank. One more embedder call; the draft still runs once.",
+    )
+
     @model_validator(mode="after")
     def _weight_needs_sum(self) -> SpecPCSettings:
         # A weight that would be silently ignored is refused instead.

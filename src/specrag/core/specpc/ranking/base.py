@@ -30,11 +30,14 @@ class RankingContext:
     relevance
         Per document, the cosine of each token's sentence to the question (only when an
         embedder is set; see :mod:`specrag.core.embeddings`).
+    bridge_relevance
+        The same against the question plus the round-1 bridge (only with ``bridge=True``).
     """
 
     documents: Sequence[str]
     tokens: Sequence[DocumentTokens]
     relevance: Sequence[np.ndarray] | None = None
+    bridge_relevance: Sequence[np.ndarray] | None = None
 
 
 @runtime_checkable

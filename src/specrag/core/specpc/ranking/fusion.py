@@ -81,7 +81,8 @@ class FuseRelevance:
     """Combine the scores with sentence relevance, as percentile ranks.
 
     ``mode="sum"``: ``rank(scores) + weight * rank(relevance)``; ``mode="max"``:
-    ``max(rank(scores), rank(relevance))`` (see :func:`max_ranks`). A no-op when the call
+    ``max(rank(scores), rank(relevance))`` (see :func:`max_ranks`). With a bridge round the
+    bridge relevance is a third signal, treated like the first relevance. A no-op when the call
     has no relevance (no embedder set), so the same pipeline serves both.
     """
 
@@ -93,6 +94,9 @@ class FuseRelevance:
     def apply(self, scores: list[np.ndarray], context: RankingContext) -> list[np.ndarray]:
         if context.relevance is None or not scores:
             return scores
+        signals = [scores, list(context.relevance)]
+        if context.bridge_relevance is not None:
+            signals.append(list(context.bridge_relevance))
         if self.mode == "max":
-            return max_ranks([scores, list(context.relevance)])
-        return fuse_ranks([scores, list(context.relevance)], [1.0, self.weight])
+            return max_ranks(signals)
+        return fuse_ranks(signals, [1.0] + [self.weight] * (len(signals) - 1))
