@@ -3,7 +3,9 @@
 Each test here failed before its fix: a word, number or grapheme cluster cut at the budget
 edge; NaN scores ranked as if they were attention; LlamaIndex ``Document`` nodes passed
 through uncompressed; tool calls dropped from a chat history; a prompt run past the
-target's position limit; unhashable or unencodable inputs failing deep inside a library.
+target's position limit; unhashable or unencodable inputs failing deep inside a library; a
+deprecation raised from specrag's code passing as a warning. The one exception is the guard
+that our cached model calls raise no deprecation warning, which already held.
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ def check_atomic(result: CompressionResult, scored: ScoredContext) -> None:
         assert result.budget - result.kept_tokens < min(left_out)
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(documents=st.lists(DOCUMENT, min_size=1, max_size=3))
 def test_every_budget_keeps_whole_units_only(pc: SpecPC, documents: list[str]) -> None:
     scored = pc.score(documents, "When was it electrified?")
@@ -391,8 +393,9 @@ def test_speckv_refuses_a_prompt_past_the_targets_position_limit(draft: LoadedMo
         r"documents \(compressor=SpecPC\(\.\.\.\)\) or lower max_new_tokens$",
     ):
         engine.generate(prompt, max_new_tokens=8)
-    fits = "The capital of France is Paris. " * 4
+    fits = next(p for p in ("Paris is big. " * n for n in range(1, 99)) if len(engine.render(p)) > 248)
     room = 256 - len(engine.render(fits))
+    assert 0 < room < 12
     assert engine.generate(fits, max_new_tokens=room).finish_reason in ("length", "eos")  # exactly at the limit
     with pytest.raises(ValueError, match=r"would need 257 positions but reads at most 256"):
         engine.generate(fits, max_new_tokens=room + 1)
