@@ -45,7 +45,7 @@ from specrag.core.attention import AttentionCapture, capture_attention, window_a
 from specrag.core.budget import resolve_budget
 from specrag.core.models import LoadedModel, load_model
 from specrag.core.segmentation import DocumentTokens, tokenize_document
-from specrag.core.specpc import SpecPC, _build_document
+from specrag.core.specpc import ScoredContext, SpecPC
 
 RATIOS = (0.1, 0.25)
 
@@ -215,15 +215,16 @@ def evaluate(selector: SpecPC, record: ItemRecord, flat: np.ndarray, ratio: floa
     """Select under ``selector``'s pool/neighbourhood settings and check the answer."""
     tokenized = record.tokenized
     doc_scores = split(flat, tokenized)
-    budget = resolve_budget(record.total, ratio, None)
-    kept, partial = selector._select(list(tokenized), doc_scores, budget)
-    documents = [
-        _build_document(
-            i, doc.text, doc, doc_scores[i], kept.get(i, np.zeros(0, np.int64)), partial.get(i, {}),
-            selector.settings.separator,
-        )
-        for i, doc in enumerate(tokenized)
-    ]  # fmt: skip
+    scored = ScoredContext(
+        documents=tuple(record.item.documents),
+        question=record.item.question,
+        instruction=None,
+        tokenized=tuple(tokenized),
+        scores=tuple(doc_scores),
+        pieces=1,
+        seconds=0.0,
+    )
+    documents = selector.select(scored, keep_ratio=ratio).documents
     kept_tokens = sum(d.kept_tokens for d in documents)
     gold = documents[record.item.gold_index].kept_tokens
     return Outcome(

@@ -25,7 +25,12 @@ class SpecPCSettings(BaseModel):
     max_draft_tokens: int | None = Field(
         None, ge=128, description="Longest draft pass; None = the draft's position limit."
     )
-    max_unit_tokens: int = Field(24, ge=1, description="Longest word unit, in draft tokens.")
+    max_unit_tokens: int = Field(
+        24,
+        ge=1,
+        description="Cap on a unit made of several words without spaces between them (CJK, URLs), "
+        "in draft tokens; a single word or number longer than it stays one unit (kept whole or not).",
+    )
     question_template: str = Field(
         "\n\nQuestion: {question}\nAnswer:", description="How the question follows the documents."
     )
