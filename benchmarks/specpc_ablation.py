@@ -30,8 +30,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
-from specrag.bench.budget import Units, select, target_units
-from specrag.bench.methods_pc import DraftAttention, SentenceSimilarity, _positions
+from specrag.bench.budget import Units, select, target_units, unit_positions
+from specrag.bench.methods_pc import DraftAttention, SentenceSimilarity
 from specrag.bench.metrics import answer_contained
 from specrag.bench.tasks import BenchItem, build_items
 from specrag.core.bundles import bundle_dir
@@ -86,7 +86,7 @@ def main() -> None:
     variants: dict[str, Callable[[dict[str, object], Units, BenchItem], list[list[np.ndarray]]]] = {}
 
     def positions(units: Units) -> list[np.ndarray]:
-        return _positions(units)
+        return unit_positions(units)
 
     def sentence_max(units: Units, scores: list[np.ndarray]) -> list[np.ndarray]:
         return [

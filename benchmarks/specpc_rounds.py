@@ -38,8 +38,8 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from specrag import SpecPC
-from specrag.bench.budget import Units, select, target_units, token_scores_to_units
-from specrag.bench.methods_pc import SentenceSimilarity, _positions
+from specrag.bench.budget import Units, select, target_units, token_scores_to_units, unit_positions
+from specrag.bench.methods_pc import SentenceSimilarity
 from specrag.bench.metrics import answer_contained
 from specrag.bench.report import sign_test
 from specrag.bench.tasks import BenchItem, build_items
@@ -186,7 +186,7 @@ def main() -> None:
                 else np.zeros(units.tokens[i].num_units)
                 for i, v in enumerate(values)
             ]
-            rows[name] = [keys, _positions(units)]
+            rows[name] = [keys, unit_positions(units)]
         evidence = item.evidence or item.answers
         need_all = bool(item.evidence) or item.require_all
         for name, keys in rows.items():

@@ -66,6 +66,16 @@ class Selection:
         return self.kept_tokens / self.total_tokens if self.total_tokens else 1.0
 
 
+def unit_positions(units: Units) -> list[np.ndarray]:
+    """Per document, the negative global position of each unit: a ranking key that puts
+    earlier text first (the tie-break every method shares, and truncation's only key)."""
+    out, offset = [], 0
+    for doc in units.tokens:
+        out.append(-(offset + np.arange(doc.num_units, dtype=np.float64)))
+        offset += doc.num_units
+    return out
+
+
 def budget_tokens(units: Units, ratio: float) -> int:
     """Target tokens allowed at ``ratio`` (the package's rounding rule, half up)."""
     return resolve_budget(units.total_tokens, ratio, None)

@@ -50,7 +50,7 @@ from ..core.embeddings import Embedder, sentence_relevance
 from ..core.models import LoadedModel
 from ..core.segmentation import tokenize_document
 from ..core.specpc import SpecPC
-from .budget import Units, token_scores_to_units
+from .budget import Units, token_scores_to_units, unit_positions
 from .peers import PEER_METHODS, make_peer
 from .tasks import BenchItem
 
@@ -93,22 +93,13 @@ class Scored:
     seconds: float
 
 
-def _positions(units: Units) -> list[np.ndarray]:
-    """Negative global unit position: earlier first."""
-    out, offset = [], 0
-    for doc in units.tokens:
-        out.append(-(offset + np.arange(doc.num_units, dtype=np.float64)))
-        offset += doc.num_units
-    return out
-
-
 class Full:
     """Keeps everything; :func:`score` still returns keys so the code path is shared."""
 
     name = "full"
 
     def score(self, item: BenchItem, units: Units) -> Keys:
-        return [_positions(units)]
+        return [unit_positions(units)]
 
 
 class Truncate:
@@ -117,7 +108,7 @@ class Truncate:
     name = "truncate"
 
     def score(self, item: BenchItem, units: Units) -> Keys:
-        return [_positions(units)]
+        return [unit_positions(units)]
 
 
 class RandomUnits:
@@ -145,7 +136,7 @@ class SentenceSimilarity:
     def score(self, item: BenchItem, units: Units) -> Keys:
         unit_starts = [units.unit_bounds(index)[0] for index in range(len(units.documents))]
         primary = sentence_relevance(self.embed, item.question, units.documents, unit_starts)
-        return [primary, _positions(units)]
+        return [primary, unit_positions(units)]
 
 
 class SelfInformation:
@@ -184,7 +175,7 @@ class SelfInformation:
             mine = surprisal[len(self.prefix) - 1 :]
             count = mine.shape[0]
             primary.append(token_scores_to_units(units, index, doc.token_starts[:count], mine, how="mean"))
-        return [primary, _positions(units)]
+        return [primary, unit_positions(units)]
 
 
 class DraftAttention:

@@ -22,19 +22,11 @@ import numpy as np
 
 from ..core.embeddings import minilm_dir
 from ..core.sentences import index_in_spans, sentence_spans
-from .budget import Units
+from .budget import Units, unit_positions
 from .tasks import BenchItem
 
 Keys = list[list[np.ndarray]]
 _WORDS = re.compile(r"\w+")
-
-
-def _positions(units: Units) -> list[np.ndarray]:
-    out, offset = [], 0
-    for doc in units.tokens:
-        out.append(-(offset + np.arange(doc.num_units, dtype=np.float64)))
-        offset += doc.num_units
-    return out
 
 
 def _spread(units: Units, index: int, spans: Sequence[tuple[int, int]], scores: Sequence[float]) -> np.ndarray:
@@ -94,7 +86,7 @@ class LangChainEmbeddingsFilter:
         for index in range(len(units.documents)):
             mine = [(c, (a, b)) for c, (d, a, b) in enumerate(chunks) if d == index]
             primary.append(_spread(units, index, [span for _, span in mine], [similarity[c] for c, _ in mine]))
-        return [primary, _positions(units)]
+        return [primary, unit_positions(units)]
 
 
 class BM25Sentences:
@@ -114,7 +106,7 @@ class BM25Sentences:
         for index, doc in enumerate(spans):
             primary.append(_spread(units, index, doc, scores[cursor : cursor + len(doc)]))
             cursor += len(doc)
-        return [primary, _positions(units)]
+        return [primary, unit_positions(units)]
 
 
 PEER_METHODS = ("lc_filter", "bm25")
