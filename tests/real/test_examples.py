@@ -13,8 +13,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from conftest import ServedTarget
 
 pytestmark = pytest.mark.real
 
@@ -58,6 +62,17 @@ def test_llama_index_example_without_answer() -> None:
     output = run("examples/llama_index_rag.py", "--no-answer", "--draft", "smollm2-135m")
     assert "Expected answer: fourteen (in the compressed context: yes)" in output
     assert "Answer (" not in output
+
+
+def test_served_target_example(served_target: ServedTarget) -> None:
+    """Against a real ``transformers serve``: the server's own prompt count falls."""
+    target = ["--base-url", served_target.base_url, "--model", served_target.model]
+    output = run("examples/served_target.py", *target, "--max-tokens", "8", "--timeout", "60")
+    assert "Expected answer: fourteen (in the compressed context: yes)" in output
+    counts = next(line for line in output.splitlines() if line.startswith("Prompt tokens (server):"))
+    before, after = (int(part.split()[0]) for part in counts.split(":", 1)[1].split("->"))
+    assert 0 < after < before, counts
+    assert f"Answer ({served_target.model}):" in output
 
 
 def test_agent_trimming_example() -> None:
