@@ -8,7 +8,7 @@ import numpy as np
 
 from specrag.bench.budget import select, target_units
 from specrag.bench.multihop import MULTIHOP_RELATIONS, check_sample, multihop_sample
-from specrag.bench.peers import BM25Sentences, LangChainEmbeddingsFilter
+from specrag.bench.peers import BM25Sentences, LangChainEmbeddingsFilter, LlamaIndexOptimizer
 from specrag.bench.tasks import BenchItem, build_items
 from specrag.core.models import tiny_tokenizer
 
@@ -55,3 +55,21 @@ def test_langchain_embeddings_filter_ranks_through_its_own_pipeline() -> None:
     assert np.all(np.isfinite(np.concatenate(keys[0])))
     kept = select(units, keys, 0.3)
     assert "arches" in kept.texts[1]
+
+
+def test_llama_index_optimizer_row_reports_what_it_really_returns() -> None:
+    tokenizer = tiny_tokenizer()
+    units = target_units(tokenizer, DOCS)
+
+    def count(text: str) -> int:
+        return len(tokenizer.encode(text, add_special_tokens=False))
+
+    optimizer = LlamaIndexOptimizer()
+    item = _item(DOCS, "How many arches does the viaduct have?")
+    # two sentences per node: int(2 * 0.1) == 0, and LlamaIndex then keeps every sentence
+    low = optimizer.compress(item, units, 0.1, count)
+    assert all(sentence in low.texts[1] for sentence in DOCS[1].split(". "))
+    assert low.kept_tokens >= units.total_tokens * 0.9 > low.budget  # far over the budget: reported, not cut
+    assert low.kept_fraction == low.kept_tokens / units.total_tokens
+    half = optimizer.compress(item, units, 0.5, count)
+    assert "arches" in half.texts[1]

@@ -21,7 +21,8 @@ from transformers import PreTrainedTokenizerBase
 
 from ..core.budget import resolve_budget
 from ..core.segmentation import DocumentTokens, merge_spans, tokenize_document
-from ..core.specpc.selection import fill_budget, rank_units
+from ..core.specpc.grouping import group_cap, sentence_groups
+from ..core.specpc.selection import DocumentUnits, choose_units
 
 SEPARATOR = " … "
 """Joins kept spans inside a document (the same default as SpecPC)."""
@@ -81,7 +82,9 @@ def budget_tokens(units: Units, ratio: float) -> int:
     return resolve_budget(units.total_tokens, ratio, None)
 
 
-def select(units: Units, keys: Sequence[Sequence[np.ndarray]], ratio: float) -> Selection:
+def select(
+    units: Units, keys: Sequence[Sequence[np.ndarray]], ratio: float, sentence_tokens: int | None = None
+) -> Selection:
     """Keep the best units of all documents within ``ratio`` of their target tokens.
 
     Parameters
@@ -93,32 +96,29 @@ def select(units: Units, keys: Sequence[Sequence[np.ndarray]], ratio: float) -> 
         with one score per unit. Ties go to the earlier unit.
     ratio
         Budget as a fraction of the documents' target tokens, in (0, 1].
+    sentence_tokens
+        Keep units in whole sentences and clauses capped at this many target tokens, as
+        SpecPC's ``snap="sentence"`` does with its ``max_sentence_tokens``; ``None``: word units.
     """
     budget = budget_tokens(units, ratio)
-    doc_ids, unit_ids, sizes = [], [], []
-    for index, doc in enumerate(units.tokens):
-        doc_ids.append(np.full(doc.num_units, index))
-        unit_ids.append(np.arange(doc.num_units))
-        sizes.append(doc.unit_sizes)
-    kept_by_doc: dict[int, list[int]] = {}
-    kept_tokens = 0
-    if doc_ids and budget:
-        ranking = rank_units(
-            np.concatenate(doc_ids),
-            np.concatenate(unit_ids),
-            np.concatenate(sizes),
-            [np.concatenate([np.asarray(k, dtype=np.float64) for k in key]) for key in keys],
+    cap = group_cap(budget, sentence_tokens) if sentence_tokens is not None else None
+    documents = [
+        DocumentUnits(
+            index=index,
+            doc=doc,
+            keys=[np.asarray(key[index], dtype=np.float64) for key in keys],
+            groups=sentence_groups(doc, cap) if cap is not None else None,
         )
-        kept, remaining = fill_budget(ranking, budget)
-        kept_tokens = budget - remaining
-        for position in np.nonzero(kept)[0]:
-            kept_by_doc.setdefault(int(ranking.document[position]), []).append(int(ranking.unit[position]))
+        for index, doc in enumerate(units.tokens)
+        if doc.num_units
+    ]
+    chosen = choose_units(documents, budget)
     texts, spans = [], []
     for index, text in enumerate(units.documents):
-        doc_spans = _spans(units, index, sorted(kept_by_doc.get(index, [])))
+        doc_spans = _spans(units, index, chosen.units.get(index, np.zeros(0, dtype=np.int64)).tolist())
         spans.append(tuple(doc_spans))
         texts.append(SEPARATOR.join(text[start:end] for start, end in doc_spans))
-    return Selection(tuple(texts), tuple(spans), kept_tokens, units.total_tokens, budget)
+    return Selection(tuple(texts), tuple(spans), budget - chosen.unspent, units.total_tokens, budget)
 
 
 def _spans(units: Units, index: int, kept: list[int]) -> list[tuple[int, int]]:
@@ -128,11 +128,13 @@ def _spans(units: Units, index: int, kept: list[int]) -> list[tuple[int, int]]:
 
 
 def token_scores_to_units(
-    units: Units, index: int, token_starts: np.ndarray, scores: np.ndarray, how: str = "max"
+    units: Units, index: int, token_anchors: np.ndarray, scores: np.ndarray, how: str = "max"
 ) -> np.ndarray:
     """Carry per-token scores of *another* tokenizer (the draft's) onto target units.
 
-    Each scored token goes to the target unit its first character falls in; a unit gets the
+    Each scored token goes to the target unit its anchor falls in (its first visible
+    character: :attr:`~specrag.core.segmentation.DocumentTokens.token_anchors`, so the
+    leading space of ``" Zorblat"`` does not hand its score to the word before); a unit gets the
     max (or mean) of its tokens. A unit no token starts in (a draft token spanning two target
     units) inherits the previous unit's score, so nothing is left unscored.
     """
@@ -140,7 +142,7 @@ def token_scores_to_units(
     count = starts.shape[0]
     if count == 0:
         return np.zeros(0)
-    owner = np.clip(np.searchsorted(starts, token_starts, side="right") - 1, 0, count - 1)
+    owner = np.clip(np.searchsorted(starts, token_anchors, side="right") - 1, 0, count - 1)
     values = np.asarray(scores, dtype=np.float64)
     if how == "max":
         out = np.full(count, -np.inf)

@@ -16,8 +16,8 @@ Methods
               layer, a 7-wide max-pool, no neighbourhood widening.
 ``specpc``    SpecPC's scores with its tuned defaults (start layer a third of the depth,
               63-wide composed max-pool, linearly weighted window queries).
-``specpc_snap``   SpecPC with ``snap="sentence"``: every word ranks with its sentence's best
-                  score, so whole sentences are kept.
+``specpc_snap``   SpecPC with ``snap="sentence"``: sentences (long ones as clause runs) rank
+                  by their best token and are kept whole.
 ``specpc_fused``  SpecPC with all-MiniLM sentence relevance fused with the draft's attention
                   (percentile ranks, relevance at half the weight; :mod:`specrag.fusion`),
                   sentence-snapped.
@@ -26,7 +26,8 @@ Methods
 ``specpc_bridge``  ``specpc_max`` plus the bridge round (``bridge=True``): relevance to the
                   question plus the round-1 best sentence and the two after it.
 ``oracle``    SpecPC with the *target* as draft: what the answering model itself attends to.
-``lc_filter``, ``bm25``  the peers, through their own code (:mod:`specrag.bench.peers`).
+``lc_filter``, ``bm25``, ``li_optimizer``  the peers, through their own code
+              (:mod:`specrag.bench.peers`).
 
 Both ``window`` and ``specpc`` use ``lookahead=1`` (prefill queries only): with the plain
 ``Answer:`` template the SmolLM2 draft's first greedy token is its end-of-turn token in most
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -49,9 +51,9 @@ import torch
 from ..core.embeddings import Embedder, sentence_relevance
 from ..core.models import LoadedModel
 from ..core.segmentation import tokenize_document
-from ..core.specpc import SpecPC
-from .budget import Units, token_scores_to_units, unit_positions
-from .peers import PEER_METHODS, make_peer
+from ..core.specpc import ScoredContext, SpecPC
+from .budget import Selection, Units, select, token_scores_to_units, unit_positions
+from .peers import PEER_METHODS, LlamaIndexOptimizer, make_peer
 from .tasks import BenchItem
 
 Keys = list[list[np.ndarray]]
@@ -87,10 +89,15 @@ class PCMethod(Protocol):
 
 @dataclass
 class Scored:
-    """Ranking keys of one item under one method, with the seconds scoring took."""
+    """Ranking keys of one item under one method, with the seconds scoring took.
+
+    ``sentence_tokens`` is the method's unit cap when it keeps whole sentences and clauses
+    (SpecPC with ``snap="sentence"``), ``None`` when it keeps word units.
+    """
 
     keys: Keys
     seconds: float
+    sentence_tokens: int | None = None
 
 
 class Full:
@@ -174,7 +181,7 @@ class SelfInformation:
             surprisal = -logprobs.gather(1, targets[:, None])[:, 0].cpu().numpy()
             mine = surprisal[len(self.prefix) - 1 :]
             count = mine.shape[0]
-            primary.append(token_scores_to_units(units, index, doc.token_starts[:count], mine, how="mean"))
+            primary.append(token_scores_to_units(units, index, doc.token_anchors[:count], mine, how="mean"))
         return [primary, unit_positions(units)]
 
 
@@ -186,14 +193,34 @@ class DraftAttention:
     the target's tokenizer this reproduces :meth:`SpecPC.compress` up to unit boundaries.
     """
 
-    def __init__(self, name: str, draft: LoadedModel, embedder: Embedder | None = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        name: str,
+        draft: LoadedModel,
+        embedder: Embedder | None = None,
+        shared: dict[tuple[Any, ...], ScoredContext] | None = None,
+        **settings: Any,
+    ) -> None:
         self.name = name
         self.pc = SpecPC(draft, progress=False, embedder=embedder, **settings)
+        snap = self.pc.settings.snap == "sentence"
+        self.sentence_tokens = self.pc.settings.max_sentence_tokens if snap else None
+        self.shared = shared if shared is not None else {}
+        self.reused_seconds = 0.0
 
     def score(self, item: BenchItem, units: Units) -> Keys:
         # One draft pass through SpecPC's public scorer and ranking keys; selection happens
-        # here instead, because the benchmark budgets in the *target's* tokens.
-        scored = self.pc.score(list(units.documents), item.question)
+        # here instead, because the benchmark budgets in the *target's* tokens. Rows whose
+        # draft pass is the same (only ranking settings differ) share it through ``shared``;
+        # its seconds are charged to each of them (``reused_seconds``).
+        pass_key = (item.item_id, self.pc.draft_pass)
+        earlier = self.shared.get(pass_key)
+        scored = self.pc.score(list(units.documents), item.question, reuse=earlier)
+        self.reused_seconds = earlier.seconds if earlier is not None else 0.0
+        if earlier is None:
+            for old in [k for k in self.shared if k[0] != item.item_id]:  # one item at a time
+                del self.shared[old]
+            self.shared[pass_key] = scored
         keys: Keys = [[], [], []]
         for index, token_keys in enumerate(self.pc.token_keys(scored)):
             doc = scored.tokenized[index]
@@ -202,7 +229,7 @@ class DraftAttention:
                     key.append(np.zeros(units.tokens[index].num_units))
                 continue
             for key, values in zip(keys, token_keys):
-                key.append(token_scores_to_units(units, index, doc.token_starts, values))
+                key.append(token_scores_to_units(units, index, doc.token_anchors, values))
         return keys
 
 
@@ -213,8 +240,12 @@ def make_pc_method(
     target: LoadedModel | None,
     embed: Embedder | None,
     seed: int,
-) -> PCMethod:
+    shared: dict[tuple[Any, ...], ScoredContext] | None = None,
+) -> PCMethod | LlamaIndexOptimizer:
     """Build method ``name`` (see :data:`PC_METHODS`) from the models it needs.
+
+    ``shared``: one dict for all methods of a run, through which SpecPC rows with the same
+    draft pass score each item with one pass (:meth:`SpecPC.score` ``reuse=``).
 
     Raises
     ------
@@ -243,31 +274,59 @@ def make_pc_method(
         return SelfInformation(draft)
     if name == "window":
         assert draft is not None
-        return DraftAttention("window", draft, start_layer=0, pool_kernel=7, neighbourhood=1)
+        return DraftAttention("window", draft, shared=shared, start_layer=0, pool_kernel=7, neighbourhood=1)
     if name == "specpc":
         assert draft is not None
-        return DraftAttention("specpc", draft, snap="word")  # explicit: rows keep their meaning
+        return DraftAttention("specpc", draft, shared=shared, snap="word")  # explicit: rows keep their meaning
     if name == "specpc_snap":
         assert draft is not None
-        return DraftAttention(name, draft, snap="sentence")
+        return DraftAttention(name, draft, shared=shared, snap="sentence")
     if name == "specpc_fused":
         assert draft is not None
-        return DraftAttention(name, draft, embedder=embed, snap="sentence", relevance_weight=0.5)
+        return DraftAttention(name, draft, shared=shared, embedder=embed, snap="sentence", relevance_weight=0.5)
     if name == "specpc_max":
         assert draft is not None
-        return DraftAttention(name, draft, embedder=embed, snap="sentence", fusion="max")
+        return DraftAttention(name, draft, shared=shared, embedder=embed, snap="sentence", fusion="max")
     if name == "specpc_bridge":
         assert draft is not None
-        return DraftAttention(name, draft, embedder=embed, snap="sentence", fusion="max", bridge=True)
+        return DraftAttention(name, draft, shared=shared, embedder=embed, snap="sentence", fusion="max", bridge=True)
     if name == "oracle":
         if target is None:
             raise ValueError("method 'oracle' needs the target model")
-        return DraftAttention("oracle", target)
+        return DraftAttention("oracle", target, shared=shared)
     raise ValueError(f"unknown prompt-compression method {name!r}; expected one of {PC_METHODS}")
+
+
+def compress_at_budgets(
+    method: PCMethod | LlamaIndexOptimizer,
+    item: BenchItem,
+    units: Units,
+    budgets: Sequence[float],
+    count_tokens: Callable[[str], int],
+) -> dict[float, tuple[Selection, float]]:
+    """Each budget's selection and the seconds it cost: one scoring pass shared by all
+    budgets and the shared selector, or, for a peer that sets its own length
+    (``li_optimizer``), its own output per budget."""
+    out: dict[float, tuple[Selection, float]] = {}
+    if isinstance(method, LlamaIndexOptimizer):
+        for budget in budgets:
+            started = time.perf_counter()
+            selection = method.compress(item, units, budget, count_tokens)
+            out[budget] = (selection, time.perf_counter() - started)
+        return out
+    scored = timed_score(method, item, units)
+    for budget in budgets:
+        started = time.perf_counter()
+        selection = select(units, scored.keys, budget, scored.sentence_tokens)
+        out[budget] = (selection, scored.seconds + time.perf_counter() - started)
+    return out
 
 
 def timed_score(method: PCMethod, item: BenchItem, units: Units) -> Scored:
     """Score and time one item (the time is charged to every budget's compression)."""
     started = time.perf_counter()
     keys = method.score(item, units)
-    return Scored(keys, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    if isinstance(method, DraftAttention):
+        return Scored(keys, seconds + method.reused_seconds, method.sentence_tokens)
+    return Scored(keys, seconds)

@@ -6,23 +6,30 @@
                chunks rank by the filter's own ``query_similarity_score`` and are taken best
                first until the budget (``k`` fitted to the budget).
 ``bm25``       Sentences ranked by BM25 (``rank-bm25``'s Okapi BM25) against the question.
+``li_optimizer``  LlamaIndex's ``SentenceEmbeddingOptimizer`` as its docs show it, over
+               all-MiniLM-L6-v2 (``llama-index-embeddings-huggingface``), one node per
+               document, ``percentile_cutoff`` set to the budget and its default context (one
+               sentence before and after each kept one).
 
-Both score sentences; every unit of a sentence gets its sentence's score, and the shared
-selector (:func:`specrag.bench.budget.select`) fills the budget in target tokens, as for
-every other method.
+The first two score sentences; every unit of a sentence gets its sentence's score, and the
+shared selector (:func:`specrag.bench.budget.select`) fills the budget in target tokens, as
+for every other method. ``li_optimizer`` cannot be held to a budget (it keeps
+``int(n * percentile_cutoff)`` sentences per node, each with its neighbours, repeated where
+windows overlap, and *all* of a node whose ``n * cutoff`` rounds down to 0), so its row
+reports what it really returns: its own text, counted in target tokens, over budget or not.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..core.embeddings import minilm_dir
 from ..core.sentences import index_in_spans, sentence_spans
-from .budget import Units, unit_positions
+from .budget import Selection, Units, budget_tokens, unit_positions
 from .tasks import BenchItem
 
 Keys = list[list[np.ndarray]]
@@ -109,13 +116,41 @@ class BM25Sentences:
         return [primary, unit_positions(units)]
 
 
-PEER_METHODS = ("lc_filter", "bm25")
+class LlamaIndexOptimizer:
+    """LlamaIndex's ``SentenceEmbeddingOptimizer``, returning its own text (see the module notes)."""
+
+    name = "li_optimizer"
+
+    def __init__(self) -> None:
+        from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+
+        self._embed_model = HuggingFaceEmbedding(model_name=str(minilm_dir()), device="cpu")
+
+    def compress(self, item: BenchItem, units: Units, ratio: float, count_tokens: Callable[[str], int]) -> Selection:
+        """Run the optimizer with ``percentile_cutoff=ratio``; the kept text is what it returns."""
+        from llama_index.core.postprocessor import SentenceEmbeddingOptimizer
+        from llama_index.core.schema import NodeWithScore, TextNode
+
+        present = [index for index, text in enumerate(units.documents) if text.strip()]
+        nodes = [NodeWithScore(node=TextNode(text=units.documents[index]), score=1.0) for index in present]
+        optimizer = SentenceEmbeddingOptimizer(embed_model=self._embed_model, percentile_cutoff=ratio)
+        returned = optimizer.postprocess_nodes(nodes, query_str=item.question) if nodes else []
+        texts = [""] * len(units.documents)
+        for index, node in zip(present, returned, strict=True):
+            texts[index] = node.node.get_content()
+        kept = sum(count_tokens(text) for text in texts if text)
+        return Selection(tuple(texts), tuple(() for _ in texts), kept, units.total_tokens, budget_tokens(units, ratio))
 
 
-def make_peer(name: str) -> LangChainEmbeddingsFilter | BM25Sentences:
+PEER_METHODS = ("lc_filter", "bm25", "li_optimizer")
+
+
+def make_peer(name: str) -> LangChainEmbeddingsFilter | BM25Sentences | LlamaIndexOptimizer:
     """Build peer ``name`` (see :data:`PEER_METHODS`)."""
     if name == "lc_filter":
         return LangChainEmbeddingsFilter()
     if name == "bm25":
         return BM25Sentences()
+    if name == "li_optimizer":
+        return LlamaIndexOptimizer()
     raise ValueError(f"unknown peer {name!r}; expected one of {PEER_METHODS}")

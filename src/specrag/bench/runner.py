@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import resource
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,8 @@ from tqdm.auto import tqdm
 
 from ..core.models import LoadedModel
 from ..core.speckv import SpecKV
-from .budget import budget_tokens, select, target_units
+from ..core.specpc import ScoredContext
+from .budget import budget_tokens, target_units
 from .methods_kv import (
     KV_DRAFT_METHODS,
     KV_METHODS,
@@ -42,9 +42,10 @@ from .methods_pc import (
     DRAFT_METHODS,
     PC_METHODS,
     Embedder,
+    LlamaIndexOptimizer,
     PCMethod,
+    compress_at_budgets,
     make_pc_method,
-    timed_score,
 )
 from .metrics import answer_contained, exact_match, token_f1
 from .tasks import BenchItem, build_items
@@ -177,7 +178,12 @@ def run_suite(
     kv_names = [m for m in config.methods if m in KV_METHODS and m not in UNAVAILABLE]
     if kv_names and not config.answer:
         kv_names = []  # KV methods only exist while the target generates
-    pc_cache: dict[str, PCMethod] = {}
+    pc_cache: dict[str, PCMethod | LlamaIndexOptimizer] = {}
+
+    def count_tokens(text: str) -> int:
+        return len(target.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    draft_passes: dict[tuple[Any, ...], ScoredContext] = {}  # SpecPC rows share a draft pass per item
     kv_cache: dict[str, KVMethod] = {}
     answerer = _Answerer(target, config.max_new_tokens) if (config.answer or kv_names) else None
     wanted: list[str] = []
@@ -210,12 +216,12 @@ def run_suite(
             pending = [b for b in budgets if not done(keys[b])]
             if pending:
                 if name not in pc_cache:
-                    pc_cache[name] = make_pc_method(name, draft=draft, target=target, embed=embed, seed=config.seed)
-                scored = timed_score(pc_cache[name], item, units)
+                    pc_cache[name] = make_pc_method(
+                        name, draft=draft, target=target, embed=embed, seed=config.seed, shared=draft_passes
+                    )
+                compressed = compress_at_budgets(pc_cache[name], item, units, pending, count_tokens)
                 for budget in pending:
-                    started = time.perf_counter()
-                    selection = select(units, scored.keys, budget)
-                    seconds = scored.seconds + time.perf_counter() - started
+                    selection, seconds = compressed[budget]
                     record = {
                         **base,
                         "key": keys[budget],

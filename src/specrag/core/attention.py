@@ -47,6 +47,14 @@ _ACTIVE_CAPTURE: contextvars.ContextVar[AttentionObserver | None] = contextvars.
 _REGISTRATION_LOCK = threading.Lock()
 
 
+class StopForward(Exception):
+    """Raised by :class:`AttentionCapture` after its last layer, to end a forward early.
+
+    SpecPC needs neither logits nor the layers after the last scored one (``draft_layers``);
+    the caller catches this around the model call.
+    """
+
+
 class AttentionCapture:
     """Accumulates per-key importance from the attention of selected queries.
 
@@ -66,9 +74,15 @@ class AttentionCapture:
     query_chunk:
         Window queries are processed in chunks of this size so the transient
         ``heads x chunk x keys`` fp32 tensor stays small on long inputs.
+    end_layer:
+        If set, layers from this index on are not needed: after observing layer
+        ``end_layer - 1`` the capture raises :class:`StopForward`, so the rest of the forward
+        (later layers, the LM head) never runs.
     """
 
-    def __init__(self, num_keys: int, window: int, start_layer: int = 0, query_chunk: int = 16):
+    def __init__(
+        self, num_keys: int, window: int, start_layer: int = 0, query_chunk: int = 16, end_layer: int | None = None
+    ):
         if num_keys <= 0:
             raise ValueError(f"num_keys must be positive, got {num_keys}")
         if window <= 0:
@@ -77,6 +91,7 @@ class AttentionCapture:
         self.window = window
         self.start_layer = start_layer
         self.query_chunk = max(1, query_chunk)
+        self.end_layer = end_layer
         self.scores: torch.Tensor | None = None
         self.layers_seen: set[int] = set()
 
@@ -113,6 +128,8 @@ class AttentionCapture:
         )[:, : min(self.num_keys, k_len)]
         self._fold(layer_scores)
         self.layers_seen.add(layer_idx)
+        if self.end_layer is not None and layer_idx >= self.end_layer - 1:
+            raise StopForward
 
     def _fold(self, layer_scores: torch.Tensor) -> None:
         if self.scores is None:

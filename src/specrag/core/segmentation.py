@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import regex
@@ -128,6 +129,24 @@ class DocumentTokens:
         """Number of draft tokens in each unit."""
         bounds = np.append(self.unit_first_token, self.num_tokens)
         return np.diff(bounds)
+
+    @cached_property
+    def token_anchors(self) -> np.ndarray:
+        """The character that places each token in the text: its first non-whitespace one, or
+        for a whitespace-only token the character before it (it belongs with what precedes it).
+
+        Byte-level BPE tokens carry the space *before* a word (``" Zorblat"``) and others the
+        space after one (``"river. "``); locating a token by its raw start would put the first
+        of these in the previous sentence or word, and the second in the next one, so a score
+        would leak across a sentence boundary. Sentence lookups and carrying scores onto
+        another tokenizer's units use these anchors.
+        """
+        visible = np.array([i for i, char in enumerate(self.text) if not char.isspace()], dtype=np.int64)
+        position = np.searchsorted(visible, self.token_starts, side="left")
+        found = np.minimum(position, max(visible.shape[0] - 1, 0))
+        first = visible[found] if visible.size else self.token_starts
+        inside = (position < visible.shape[0]) & (first < self.token_ends)
+        return np.where(inside, first, np.maximum(self.token_starts - 1, 0)).astype(np.int64)
 
     def unit_char_end(self, unit: int) -> int:
         """Character just past ``unit``: the furthest end of any of its tokens."""

@@ -20,6 +20,7 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache
 
-from ..attention import AttentionCapture, capture_attention, enable_capture
+from ..attention import AttentionCapture, StopForward, capture_attention, enable_capture
 from ..budget import resolve_budget, resolve_call_budget
 from ..embeddings import Embedder, resolve_embedder, sentence_relevance
 from ..models import LoadedModel, cache_argument, load_model
@@ -43,6 +44,19 @@ from .settings import SpecPCSettings
 DEFAULT_DRAFT = "smollm2-135m"
 _FALLBACK_MAX_TOKENS = 8192  # when a config states no position limit
 _BRIDGE_FOLLOW = 2  # sentences after the round-1 best one that join the bridge
+_PASS_SETTINGS = (
+    "window",
+    "draft_layers",
+    "lookahead",
+    "max_draft_tokens",
+    "max_unit_tokens",
+    "question_template",
+    "document_separator",
+    "context_header",
+    "chat",
+    "chat_system",
+)
+"""Settings that change the draft pass itself; the others only change how its scores rank."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +80,8 @@ class ScoredContext:
     """With ``bridge=True``: the round-1 sentences added to the question for round 2."""
     bridge_relevance: tuple[np.ndarray, ...] | None = None
     """Per token, the cosine of its sentence to the bridge plus the question."""
+    draft_pass: tuple[Any, ...] = ()
+    """The draft and every setting the pass depended on: what ``reuse=`` checks."""
 
     @property
     def total_tokens(self) -> int:
@@ -171,16 +187,40 @@ class SpecPC:
         budget = resolve_budget(total, ratio, absolute)
         return self._result(self._scored(docs, question, instruction, tokenized, budget, total, started), budget)
 
-    def score(self, documents: Sequence[str], question: str, instruction: str | None = None) -> ScoredContext:
+    def score(
+        self,
+        documents: Sequence[str],
+        question: str,
+        instruction: str | None = None,
+        *,
+        reuse: ScoredContext | None = None,
+    ) -> ScoredContext:
         """Run the draft once and keep its token scores, to select under several budgets.
 
         ``pc.select(pc.score(docs, q), keep_ratio=r)`` equals ``pc.compress(docs, q,
         keep_ratio=r)`` for every ``r``, but the draft (the expensive part) runs only once.
+
+        ``reuse``: the result of another SpecPC's ``score`` on the same inputs, with the same
+        draft and draft-pass settings (window, lookahead, start layer, templates, ...) but
+        other ranking settings (snap, fusion, an embedder, bridge). Its draft scores are taken
+        as they are, and only sentence relevance is computed anew, so comparing ranking
+        settings costs one draft pass. ``ValueError`` if the inputs or the pass differ.
         """
         started = time.perf_counter()
         docs, question, instruction, tokenized = self._prepare(documents, question, instruction)
         total = sum(t.num_tokens for t in tokenized if t is not None)
-        return self._scored(docs, question, instruction, tokenized, total, total, started)
+        if reuse is not None:
+            self._check_reuse(reuse, docs, question, instruction)
+        return self._scored(docs, question, instruction, tokenized, total, total, started, reuse)
+
+    def _check_reuse(self, reuse: ScoredContext, docs: list[str], question: str, instruction: str | None) -> None:
+        if (reuse.documents, reuse.question, reuse.instruction) != (tuple(docs), question, instruction):
+            raise ValueError("reuse= holds the scores of other documents, question or instruction")
+        if reuse.draft_pass != self.draft_pass:
+            raise ValueError(
+                "reuse= was scored with another draft or other draft-pass settings "
+                f"({', '.join(_PASS_SETTINGS)}, start_layer); score anew instead"
+            )
 
     def _scored(
         self,
@@ -191,10 +231,14 @@ class SpecPC:
         budget: int,
         total: int,
         started: float,
+        reuse: ScoredContext | None = None,
     ) -> ScoredContext:
-        """The draft pass, sentence relevance (with an embedder) and the bridge round (with
-        ``bridge=True``); nothing but the draft pass runs when the budget is 0."""
-        doc_scores, pieces = self._score(tokenized, question, instruction, budget, total)
+        """The draft pass (or ``reuse``'s scores), sentence relevance (with an embedder) and the
+        bridge round (with ``bridge=True``); nothing but the draft pass runs when the budget is 0."""
+        if reuse is not None:
+            doc_scores, pieces = list(reuse.scores), reuse.pieces
+        else:
+            doc_scores, pieces = self._score(tokenized, question, instruction, budget, total)
         scored = ScoredContext(
             documents=tuple(docs),
             question=question,
@@ -204,6 +248,7 @@ class SpecPC:
             pieces=pieces,
             seconds=0.0,
             relevance=self._relevance(docs, question, tokenized) if budget else None,
+            draft_pass=self.draft_pass,
         )
         if self.settings.bridge and scored.relevance is not None:
             scored = self._with_bridge(scored)
@@ -229,9 +274,9 @@ class SpecPC:
         assert doc is not None
         text = scored.documents[best]
         spans = sentence_spans(text)
-        first = int(index_in_spans(spans, doc.token_starts[[int(np.argmax(keys[best][0]))]])[0])  # type: ignore[index]
+        first = int(index_in_spans(spans, doc.token_anchors[[int(np.argmax(keys[best][0]))]])[0])  # type: ignore[index]
         bridge = " ".join(text[a:b].strip() for a, b in spans[first : first + 1 + _BRIDGE_FOLLOW])
-        starts = [d.token_starts if d is not None else np.zeros(0, dtype=np.int64) for d in scored.tokenized]
+        starts = [d.token_anchors if d is not None else np.zeros(0, dtype=np.int64) for d in scored.tokenized]
         bridged = sentence_relevance(self.embedder, f"{bridge} {scored.question}", list(scored.documents), starts)
         return dataclasses.replace(scored, bridge=bridge, bridge_relevance=tuple(bridged))
 
@@ -267,7 +312,8 @@ class SpecPC:
     def _result(self, scored: ScoredContext, budget: int) -> CompressionResult:
         started = time.perf_counter()
         tokenized, doc_scores = list(scored.tokenized), list(scored.scores)
-        selection = select_units(tokenized, self.token_keys(scored), budget)
+        group_tokens = self.settings.max_sentence_tokens if self.settings.snap == "sentence" else None
+        selection = select_units(tokenized, self.token_keys(scored), budget, group_tokens)
         compressed = [
             build_document(
                 index,
@@ -421,8 +467,9 @@ class SpecPC:
             num_keys=len(ids),
             window=min(self.settings.window, question_tokens),
             start_layer=self._start_layer,
+            end_layer=self.settings.draft_layers,
         )
-        with capture_attention(capture):
+        with capture_attention(capture), suppress(StopForward):
             lookahead = self.settings.lookahead
             cache = DynamicCache(config=model.config) if lookahead > 1 else None
             output = model(input_ids, use_cache=cache is not None, logits_to_keep=1, **cache_argument(model, cache))
@@ -479,7 +526,7 @@ class SpecPC:
         """Cosine of each token's sentence to the question (one embedder call per input)."""
         if self.embedder is None:
             return None
-        starts = [doc.token_starts if doc is not None else np.zeros(0, dtype=np.int64) for doc in tokenized]
+        starts = [doc.token_anchors if doc is not None else np.zeros(0, dtype=np.int64) for doc in tokenized]
         return tuple(sentence_relevance(self.embedder, question, docs, starts))
 
     # ------------------------------------------------------------------ helpers
@@ -489,11 +536,27 @@ class SpecPC:
     def _resolve_start_layer(self) -> int:
         layers = self.draft.num_layers
         start = self.settings.start_layer
+        end = self.settings.draft_layers
+        if end is not None and end > layers:
+            raise ValueError(f"draft_layers={end} but the draft has only {layers} layers")
         if start is None:
-            return layers // 3
-        if start >= layers:
+            start = layers // 3
+        elif start >= layers:
             raise ValueError(f"start_layer={start} but the draft has only {layers} layers")
+        if end is not None and start >= end:
+            raise ValueError(f"start_layer={start} must be below draft_layers={end}: no layer would be scored")
         return start
+
+    @property
+    def draft_pass(self) -> tuple[Any, ...]:
+        """The draft and the settings its pass depends on: two instances with equal values
+        produce equal draft scores, so one may ``score(..., reuse=)`` the other's result."""
+        return (
+            self.draft.name,
+            id(self.draft.model),
+            self._start_layer,
+            *(getattr(self.settings, f) for f in _PASS_SETTINGS),
+        )
 
     def _max_draft_tokens(self) -> int:
         if self.settings.max_draft_tokens is not None:

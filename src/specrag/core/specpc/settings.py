@@ -19,6 +19,13 @@ class SpecPCSettings(BaseModel):
     window: int = Field(64, ge=1, description="Last prompt tokens whose attention scores.")
     lookahead: int = Field(1, ge=1, description="Draft tokens whose queries score; 1 = the prefill only.")
     start_layer: int | None = Field(None, ge=0, description="First scored layer; None = a third of the draft's depth.")
+    draft_layers: int | None = Field(
+        None,
+        ge=1,
+        description="Run the draft only through its first this many layers (scoring those from "
+        "start_layer on); SpecPC needs no logits, so the rest of the forward is skipped. None = "
+        "all layers. Needs lookahead=1: lookahead tokens come from the full model's logits.",
+    )
     pool_kernel: int = Field(32, ge=1, description="Max-pool width smoothing token scores.")
     neighbourhood: int = Field(32, ge=1, description="Tokens around each peak that rank with it (kept contiguous).")
     separator: str = Field(" … ", description="Joins kept spans inside a document.")
@@ -52,8 +59,15 @@ class SpecPCSettings(BaseModel):
     )
     snap: Literal["word", "sentence"] = Field(
         "word",
-        description="'sentence': every word ranks with its sentence's best score, so kept "
-        "text tends to be whole sentences.",
+        description="'sentence': sentences are kept whole (a long one in runs of its clauses, "
+        "see max_sentence_tokens), ranked by their best token; 'word': word units ranked one by one.",
+    )
+    max_sentence_tokens: int = Field(
+        48,
+        ge=1,
+        description="With snap='sentence', the longest unit kept whole, in draft tokens: a longer "
+        "sentence is split after commas, semicolons, colons and dashes into runs of at most this "
+        "(and at most the budget, at least 12 tokens), so the best sentence always fits in part.",
     )
     relevance_weight: float = Field(
         0.5,
@@ -83,6 +97,12 @@ class SpecPCSettings(BaseModel):
         # A weight that would be silently ignored is refused instead.
         if self.fusion == "max" and "relevance_weight" in self.model_fields_set:
             raise ValueError("relevance_weight has no effect with fusion='max'; leave it unset or use fusion='sum'")
+        return self
+
+    @model_validator(mode="after")
+    def _truncation_needs_prefill_only(self) -> SpecPCSettings:
+        if self.draft_layers is not None and self.lookahead > 1:
+            raise ValueError("draft_layers truncates the draft, which then has no logits: use lookahead=1 with it")
         return self
 
     @field_validator("question_template")

@@ -36,6 +36,6 @@ class SnapToSentences:
 
     def apply(self, scores: list[np.ndarray], context: RankingContext) -> list[np.ndarray]:
         return [
-            snap_to_sentences(text, tokens.token_starts, values)
+            snap_to_sentences(text, tokens.token_anchors, values)
             for text, tokens, values in zip(context.documents, context.tokens, scores, strict=True)
         ]
