@@ -205,14 +205,14 @@ def compress(
     device: DeviceOption = "auto",
     paragraphs: Annotated[bool, typer.Option(help="Treat blank-line separated paragraphs as documents.")] = False,
     snap: Annotated[
-        str, typer.Option(help="word, or sentence: keep whole sentences where the budget allows.")
-    ] = "word",
+        str, typer.Option(help="sentence: keep whole sentences and clauses; word: rank word by word.")
+    ] = "sentence",
     embedder: Annotated[
-        str | None,
+        str,
         typer.Option(
-            help="minilm: fuse sentence-to-question similarity (embeddings extra) with the draft's attention."
+            help="minilm: fuse sentence-to-question similarity with the draft's attention; none: attention alone."
         ),
-    ] = None,
+    ] = "minilm",
     as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
     show: Annotated[bool, typer.Option("--show", help="Highlight kept versus dropped text.")] = False,
     html_path: HtmlOption = None,
@@ -225,7 +225,8 @@ def compress(
         _check_writable(html_path)  # before the draft loads: a bad path must not cost a compression
         budget = {} if keep is None and max_tokens is None else {"keep_ratio": keep, "max_tokens": max_tokens}
         # Built before reading stdin, so a bad option fails before the user pipes anything.
-        pc = SpecPC(draft, device=device, embedder=embedder, snap=snap, **budget)  # type: ignore[arg-type]
+        chosen = None if embedder.strip().lower() == "none" else embedder
+        pc = SpecPC(draft, device=device, embedder=chosen, snap=snap, **budget)  # type: ignore[arg-type]
         documents = _read_documents(files or ["-"], paragraphs)
         return pc.compress(documents, question, instruction)
 
@@ -278,7 +279,7 @@ def demo(
 @app.command()
 def bench(
     tasks: Annotated[
-        str, typer.Option(help="Comma list: quoref, niah_single, niah_multikey, niah_multivalue, vt.")
+        str, typer.Option(help="Comma list: quoref, multihop, niah_single, niah_multikey, niah_multivalue, vt.")
     ] = "quoref",
     lengths: Annotated[str, typer.Option(help="Comma list of context lengths in target tokens.")] = "2048",
     limit: Annotated[int, typer.Option(min=1, help="Items per task and length.")] = 20,

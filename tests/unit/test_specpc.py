@@ -24,12 +24,19 @@ MIXED = [
 
 @pytest.fixture(scope="module", params=["llama", "qwen2", "gemma3"])
 def pc(request: pytest.FixtureRequest) -> SpecPC:
-    return SpecPC(build_tiny_model(request.param), keep_ratio=0.5, window=8, pool_kernel=4, neighbourhood=2)
+    # word units and attention alone: these tests pin the mechanics under the default ranking
+    return SpecPC(
+        build_tiny_model(request.param), keep_ratio=0.5, window=8, pool_kernel=4, neighbourhood=2, **WORD_UNITS
+    )
+
+
+WORD_UNITS: dict[str, object] = {"snap": "word", "embedder": None}
+"""0.1's ranking: word units scored by the draft's attention alone."""
 
 
 @pytest.fixture(scope="module")
 def llama_pc() -> SpecPC:
-    return SpecPC(build_tiny_model("llama"), keep_ratio=0.5, window=8, pool_kernel=4, neighbourhood=2)
+    return SpecPC(build_tiny_model("llama"), keep_ratio=0.5, window=8, pool_kernel=4, neighbourhood=2, **WORD_UNITS)
 
 
 def assert_verbatim(result: CompressionResult) -> None:
@@ -130,7 +137,7 @@ def test_same_input_same_output(llama_pc: SpecPC) -> None:
 
 
 def test_long_input_is_scored_in_pieces_that_end_with_the_question() -> None:
-    short_limit = SpecPC(build_tiny_model("llama"), keep_ratio=0.3, max_draft_tokens=128, window=8)
+    short_limit = SpecPC(build_tiny_model("llama"), keep_ratio=0.3, max_draft_tokens=128, window=8, **WORD_UNITS)
     docs = ["word " * 150, "other " * 90, "x y z " * 40]
     result = short_limit.compress(docs, "Where?")
     assert result.pieces > 1

@@ -274,7 +274,9 @@ def make_pc_method(
         return SelfInformation(draft)
     if name == "window":
         assert draft is not None
-        return DraftAttention("window", draft, shared=shared, start_layer=0, pool_kernel=7, neighbourhood=1)
+        return DraftAttention(
+            "window", draft, shared=shared, start_layer=0, pool_kernel=7, neighbourhood=1, snap="word"
+        )
     if name == "specpc":
         assert draft is not None
         return DraftAttention("specpc", draft, shared=shared, snap="word")  # explicit: rows keep their meaning
@@ -283,17 +285,19 @@ def make_pc_method(
         return DraftAttention(name, draft, shared=shared, snap="sentence")
     if name == "specpc_fused":
         assert draft is not None
-        return DraftAttention(name, draft, shared=shared, embedder=embed, snap="sentence", relevance_weight=0.5)
+        return DraftAttention(
+            name, draft, shared=shared, embedder=embed, snap="sentence", fusion="sum", relevance_weight=0.5
+        )
     if name == "specpc_max":
         assert draft is not None
-        return DraftAttention(name, draft, shared=shared, embedder=embed, snap="sentence", fusion="max")
+        return DraftAttention(name, draft, shared=shared, embedder=embed, snap="sentence", fusion="max", bridge=False)
     if name == "specpc_bridge":
         assert draft is not None
         return DraftAttention(name, draft, shared=shared, embedder=embed, snap="sentence", fusion="max", bridge=True)
     if name == "oracle":
         if target is None:
             raise ValueError("method 'oracle' needs the target model")
-        return DraftAttention("oracle", target, shared=shared)
+        return DraftAttention("oracle", target, shared=shared, snap="word")
     raise ValueError(f"unknown prompt-compression method {name!r}; expected one of {PC_METHODS}")
 
 

@@ -44,6 +44,7 @@ from .settings import SpecPCSettings
 DEFAULT_DRAFT = "smollm2-135m"
 _FALLBACK_MAX_TOKENS = 8192  # when a config states no position limit
 _BRIDGE_FOLLOW = 2  # sentences after the round-1 best one that join the bridge
+_BRIDGE_SOURCES = ("fused", "relevance")  # which round-1 "best" sentences are bridged
 _PASS_SETTINGS = (
     "window",
     "draft_layers",
@@ -77,7 +78,8 @@ class ScoredContext:
     relevance: tuple[np.ndarray, ...] | None = None
     """Per token, the cosine of its sentence to the question (only with an embedder)."""
     bridge: str | None = None
-    """With ``bridge=True``: the round-1 sentences added to the question for round 2."""
+    """With the bridge round: the round-1 sentences added to the question for round 2, one
+    bridge per line (two when the fused and the relevance-only best sentences differ)."""
     bridge_relevance: tuple[np.ndarray, ...] | None = None
     """Per token, the cosine of its sentence to the bridge plus the question."""
     draft_pass: tuple[Any, ...] = ()
@@ -116,11 +118,12 @@ class SpecPC:
     progress:
         Show a progress bar when an input needs several draft passes.
     embedder:
-        Optional sentence relevance fused with the draft's attention (see
-        :mod:`specrag.core.embeddings`): ``"minilm"`` (the offline all-MiniLM-L6-v2 of the
-        ``embeddings`` extra; :class:`~specrag.core.embeddings.EmbeddingsUnavailableError` if it is not
-        installed), a sentence-transformers model, or a callable mapping texts to unit
-        vectors. ``None`` (default): draft attention alone.
+        Sentence relevance fused with the draft's attention (see
+        :mod:`specrag.core.embeddings`): ``"minilm"`` (default: the offline all-MiniLM-L6-v2,
+        checked by sha256; :class:`~specrag.core.embeddings.EmbeddingsUnavailableError` if its
+        package is missing), a sentence-transformers model, or a callable mapping texts to
+        unit vectors. ``None``: draft attention alone (no fusion, no bridge round), the 0.1
+        ranking; with ``snap="word"`` as well it reproduces 0.1's output.
     **settings:
         Fields of :class:`SpecPCSettings` (window, lookahead, start_layer, pool_kernel,
         neighbourhood, separator, max_draft_tokens, ...).
@@ -143,7 +146,7 @@ class SpecPC:
         device: str = "auto",
         dtype: str = "auto",
         progress: bool = True,
-        embedder: Embedder | str | Any | None = None,
+        embedder: Embedder | str | Any | None = "minilm",
         **settings: object,
     ) -> None:
         # Validated before a model is loaded; neither given means keep_ratio=0.25.
@@ -154,7 +157,7 @@ class SpecPC:
         self.draft = draft if isinstance(draft, LoadedModel) else load_model(draft, device, dtype)
         self.progress = progress
         self.embedder = resolve_embedder(embedder)
-        if self.settings.bridge and self.embedder is None:
+        if self.settings.bridge is True and self.embedder is None:
             raise ValueError(
                 "bridge=True ranks sentences by relevance to the bridge: give an embedder ('minilm' or your own)"
             )
@@ -250,35 +253,48 @@ class SpecPC:
             relevance=self._relevance(docs, question, tokenized) if budget else None,
             draft_pass=self.draft_pass,
         )
-        if self.settings.bridge and scored.relevance is not None:
+        if self.settings.bridge is not False and scored.relevance is not None:
             scored = self._with_bridge(scored)
         return dataclasses.replace(scored, seconds=time.perf_counter() - started)
 
     def _with_bridge(self, scored: ScoredContext) -> ScoredContext:
-        """Round 2 of multi-fact coverage: relevance to the question plus the bridge.
+        """Round 2 of multi-fact coverage: relevance to the question plus a bridge.
 
-        The bridge is the best-ranked sentence of round 1 (attention fused with relevance as
-        a weighted sum, which favours where both agree: the first fact) and the two sentences
-        after it in its document, where a fact about the subject usually follows its name.
+        A bridge is a round-1 best sentence and the two sentences after it in its document,
+        where a fact about the subject usually follows its name. Two picks of "best" are
+        bridged, because each alone is sometimes a distractor: the best by attention fused
+        with relevance as a weighted sum (where both signals agree), and the best by
+        relevance alone (the sentence most like the question). A token's bridge relevance is
+        the better of its sentence's cosine to either bridge plus the question; with one pick
+        (both agree) it is one embedder call, with two it is two.
         """
-        assert self.embedder is not None
+        assert self.embedder is not None and scored.relevance is not None
         keys = self._keys(scored, self.settings.model_copy(update={"fusion": "sum", "bridge": False}))
-        best = max(
-            (index for index, key in enumerate(keys) if key is not None and key[0].size),
-            key=lambda index: float(keys[index][0].max()),  # type: ignore[index]
-            default=None,
-        )
-        if best is None:
+        fused = [key[0] if key is not None else None for key in keys]
+        picks = []
+        for source in _BRIDGE_SOURCES:
+            chosen = _best_token(fused if source == "fused" else list(scored.relevance), scored.tokenized)
+            if chosen is not None:
+                picks.append(chosen)
+        bridges: list[str] = []
+        for document, token in picks:
+            doc = scored.tokenized[document]
+            assert doc is not None
+            text = scored.documents[document]
+            spans = sentence_spans(text)
+            first = int(index_in_spans(spans, doc.token_anchors[[token]])[0])
+            bridge = " ".join(text[a:b].strip() for a, b in spans[first : first + 1 + _BRIDGE_FOLLOW])
+            if bridge not in bridges:
+                bridges.append(bridge)
+        if not bridges:
             return scored
-        doc = scored.tokenized[best]
-        assert doc is not None
-        text = scored.documents[best]
-        spans = sentence_spans(text)
-        first = int(index_in_spans(spans, doc.token_anchors[[int(np.argmax(keys[best][0]))]])[0])  # type: ignore[index]
-        bridge = " ".join(text[a:b].strip() for a, b in spans[first : first + 1 + _BRIDGE_FOLLOW])
         starts = [d.token_anchors if d is not None else np.zeros(0, dtype=np.int64) for d in scored.tokenized]
-        bridged = sentence_relevance(self.embedder, f"{bridge} {scored.question}", list(scored.documents), starts)
-        return dataclasses.replace(scored, bridge=bridge, bridge_relevance=tuple(bridged))
+        rounds = [
+            sentence_relevance(self.embedder, f"{bridge} {scored.question}", list(scored.documents), starts)
+            for bridge in bridges
+        ]
+        best = [np.maximum.reduce([r[index] for r in rounds]) for index in range(len(scored.documents))]
+        return dataclasses.replace(scored, bridge="\n".join(bridges), bridge_relevance=tuple(best))
 
     def select(
         self,
@@ -511,7 +527,7 @@ class SpecPC:
             documents=[scored.documents[index] for index in present],
             tokens=[scored.tokenized[index] for index in present],  # type: ignore[misc]
             relevance=of_present(scored.relevance),
-            bridge_relevance=of_present(scored.bridge_relevance) if settings.bridge else None,
+            bridge_relevance=of_present(scored.bridge_relevance) if settings.bridge is not False else None,
         )
         steps = build_steps(settings, fused=scored.relevance is not None)
         ranked = rank_tokens([scored.scores[index] for index in present], steps, context)
@@ -575,6 +591,21 @@ class SpecPC:
     def __repr__(self) -> str:
         budget = f"keep_ratio={self.keep_ratio}" if self.keep_ratio is not None else f"max_tokens={self.max_tokens}"
         return f"SpecPC(draft={self.draft.name!r}, {budget}, start_layer={self._start_layer}, {self.settings!r})"
+
+
+def _best_token(
+    values: Sequence[np.ndarray | None], tokenized: Sequence[DocumentTokens | None]
+) -> tuple[int, int] | None:
+    """(document, token) of the highest value over all non-blank documents; the first on ties."""
+    best: tuple[int, int] | None = None
+    top = -np.inf
+    for index, (doc_values, doc) in enumerate(zip(values, tokenized, strict=True)):
+        if doc is None or doc_values is None or not doc_values.size:
+            continue
+        token = int(np.argmax(doc_values))
+        if float(doc_values[token]) > top:
+            best, top = (index, token), float(doc_values[token])
+    return best
 
 
 def _split_flat(flat: np.ndarray, tokenized: list[DocumentTokens | None]) -> list[np.ndarray]:

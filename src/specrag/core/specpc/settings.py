@@ -58,7 +58,7 @@ class SpecPCSettings(BaseModel):
         description="System message of the chat frame when no instruction is given.",
     )
     snap: Literal["word", "sentence"] = Field(
-        "word",
+        "sentence",
         description="'sentence': sentences are kept whole (a long one in runs of its clauses, "
         "see max_sentence_tokens), ranked by their best token; 'word': word units ranked one by one.",
     )
@@ -77,19 +77,20 @@ class SpecPCSettings(BaseModel):
         "on Quoref (docs/benchmarks.md).",
     )
     fusion: Literal["sum", "max"] = Field(
-        "sum",
+        "max",
         description="With an embedder, how attention and relevance combine (both as percentile "
         "ranks): 'sum' adds them (relevance times relevance_weight); 'max' lets every token keep "
         "the better of its two ranks, so the top of each signal competes for the budget and "
         "neither drowns the other (relevance_weight does not apply).",
     )
 
-    bridge: bool = Field(
-        False,
+    bridge: bool | None = Field(
+        None,
         description="Multi-fact coverage, with an embedder: a second relevance round whose query is "
         "the question plus the round-1 best sentence and the two after it (the bridge: 'He works "
         "for X' after 'Y is a violin maker'), so a second fact that names X but nothing of the "
-        "question can rank. One more embedder call; the draft still runs once.",
+        "question can rank. One more embedder call; the draft still runs once. None (default): on "
+        "when there is an embedder; True without one is refused.",
     )
 
     @model_validator(mode="after")
