@@ -26,6 +26,13 @@ if [ -z "${TABLES_ONLY:-}" ]; then
   # Multi-hop 2k (the second fact shares no entity with the question): evidence kept, with the peers
   $B --tasks multihop --lengths 2048 --limit 80 --draft smollm2-135m \
      --methods truncate,sentence,lc_filter,bm25,specpc,specpc_snap,specpc_fused --out $D/bench-multihop.jsonl
+  # 0.2's per-family comparison: every peer through its own code and SpecPC's rows, one draft
+  # pass per item shared by the SpecPC rows (specpc = 0.1's default, specpc_bridge = 0.2's)
+  P=sentence,lc_filter,bm25,li_optimizer,specpc,specpc_max,specpc_bridge
+  $B --tasks quoref --lengths 2048 --limit 80 --draft smollm2-135m --methods $P --out $D/bench-pc-quoref.jsonl
+  $B --tasks multihop --lengths 2048 --limit 80 --draft smollm2-135m --methods $P --out $D/bench-pc-multihop.jsonl
+  $B --tasks niah_single,niah_multikey,niah_multivalue,vt --lengths 2048 --limit 30 --draft smollm2-135m \
+     --methods ${P/li_optimizer,/} --out $D/bench-pc-ruler.jsonl
   # Quoref 8k, answer contained
   $B --tasks quoref --lengths 8192 --limit 5 --draft smollm2-135m \
      --methods truncate,random,sentence,specpc,specpc_snap --out $D/bench-8k.jsonl
@@ -57,6 +64,9 @@ runs = [
     ("Quoref 8k: answer contained", [d / "bench-8k.jsonl"], (0.1, 0.25, 0.5), "bench-8k"),
     ("Multi-hop 2k: answer contained / both facts kept", [d / "bench-multihop.jsonl"], (0.1, 0.25, 0.5), "bench-multihop"),
     ("RULER-style tasks, 2k: answer contained", [d / "bench-ruler.jsonl"], (0.1, 0.25, 0.5), "bench-ruler"),
+    ("0.2 per family: Quoref 2k", [d / "bench-pc-quoref.jsonl"], (0.1, 0.25, 0.5), "bench-pc-quoref"),
+    ("0.2 per family: multi-hop 2k", [d / "bench-pc-multihop.jsonl"], (0.1, 0.25, 0.5), "bench-pc-multihop"),
+    ("0.2 per family: RULER-style tasks 2k", [d / "bench-pc-ruler.jsonl"], (0.1, 0.25, 0.5), "bench-pc-ruler"),
     ("The target answers (EM/F1) at 2k, time to first token at 2k and 4k",
      [d / "bench-answers.jsonl", d / "bench-ttft.jsonl"], (0.1, 0.25), "bench-answers"),
     ("KV-cache methods, niah_multikey 2k", [d / "bench-kv.jsonl"], (0.1,), "bench-kv"),
@@ -76,3 +86,4 @@ for title, paths, budgets, stem in runs:
 Path("docs/bench-tables.md").write_text("\n".join(parts), encoding="utf-8")
 print("wrote docs/bench-tables.md")
 EOF
+.venv/bin/python benchmarks/pc_families.py $D/bench-pc-quoref.jsonl $D/bench-pc-multihop.jsonl $D/bench-pc-ruler.jsonl > docs/bench-pc-families.md

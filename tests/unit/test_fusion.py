@@ -177,19 +177,20 @@ BRIDGE_QUESTION = "In which city is the company that Mara Voss works for based?"
 
 
 def test_the_bridge_round_adds_the_round_one_best_sentences_to_the_query(draft) -> None:  # type: ignore[no-untyped-def]
-    seen: list[str] = []
+    seen: list[list[str]] = []
 
     def recording(texts):  # type: ignore[no-untyped-def]
-        seen.append(texts[0])
+        seen.append(list(texts))
         return hashed_bag_of_words(texts)
 
     pc = SpecPC(draft, keep_ratio=0.4, embedder=recording, fusion="max", bridge=True, snap="sentence", window=8)
     scored = pc.score(BRIDGE_DOCS, BRIDGE_QUESTION)
-    # One draft pass; embedder calls: the question, then each bridge plus the question (one
-    # bridge when the fused and the relevance-only best sentences agree, else two).
+    # One draft pass, two embedder calls: the question with every sentence, then only the
+    # bridge queries (one when the fused and the relevance-only best sentences agree, else two).
     assert scored.bridge is not None
     bridges = scored.bridge.split("\n")
-    assert seen[0] == BRIDGE_QUESTION and seen[1:] == [f"{bridge} {BRIDGE_QUESTION}" for bridge in bridges]
+    assert len(seen) == 2 and seen[0][0] == BRIDGE_QUESTION and len(seen[0]) == 1 + 7  # seven sentences
+    assert seen[1] == [f"{bridge} {BRIDGE_QUESTION}" for bridge in bridges]
     assert 1 <= len(bridges) <= 2 and len(set(bridges)) == len(bridges)
     for bridge in bridges:  # verbatim sentences of one document each
         assert any(bridge in doc for doc in BRIDGE_DOCS)

@@ -141,6 +141,60 @@ def resolve_embedder(embedder: Embedder | str | Any | None) -> Embedder | None:
     )
 
 
+class SentenceVectors:
+    """The sentences of some documents embedded once, then scored against any number of queries.
+
+    SpecPC's bridge round asks the same sentences a second question; embedding them again
+    would cost as much as the first round, so only the new queries are embedded.
+
+    Parameters
+    ----------
+    embed
+        Texts to unit vectors (see :func:`resolve_embedder`).
+    question
+        Embedded in the same call as the sentences, so round 1 costs one call.
+    documents
+        The texts whose sentences (:func:`~specrag.core.sentences.sentence_spans`) are scored.
+
+    Raises
+    ------
+    ValueError
+        If ``embed`` returns another number of vectors than it was given texts.
+    """
+
+    def __init__(self, embed: Embedder, question: str, documents: Sequence[str]) -> None:
+        self._embed = embed
+        self.spans = [sentence_spans(text) if text.strip() else [] for text in documents]
+        sentences = [text[a:b].strip() for text, doc_spans in zip(documents, self.spans) for a, b in doc_spans]
+        self.vectors = np.zeros((0, 1))
+        self.question_vector = np.zeros(1)
+        if sentences:
+            vectors = _checked(embed, [question, *sentences])
+            self.question_vector, self.vectors = vectors[0], vectors[1:]
+
+    def relevance(self, query_vector: np.ndarray, char_starts: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Per document, the cosine to ``query_vector`` of the sentence each offset falls in."""
+        if not self.vectors.shape[0]:
+            return [np.zeros(len(starts)) for starts in char_starts]
+        similarity = self.vectors @ query_vector
+        out, cursor = [], 0
+        for doc_spans, starts in zip(self.spans, char_starts):
+            out.append(similarity[cursor + index_in_spans(doc_spans, starts)] if doc_spans else np.zeros(len(starts)))
+            cursor += len(doc_spans)
+        return out
+
+    def embed_queries(self, queries: Sequence[str]) -> np.ndarray:
+        """Unit vectors of ``queries``, in one ``embed`` call."""
+        return _checked(self._embed, list(queries))
+
+
+def _checked(embed: Embedder, texts: list[str]) -> np.ndarray:
+    vectors = np.asarray(embed(texts), dtype=np.float64)
+    if vectors.ndim != 2 or vectors.shape[0] != len(texts):
+        raise ValueError(f"embedder returned {vectors.shape[0] if vectors.ndim else 0} vectors for {len(texts)} texts")
+    return vectors
+
+
 def sentence_relevance(
     embed: Embedder, question: str, documents: Sequence[str], char_starts: Sequence[np.ndarray]
 ) -> list[np.ndarray]:
@@ -153,16 +207,5 @@ def sentence_relevance(
     ValueError
         If ``embed`` returns another number of vectors than it was given texts.
     """
-    spans = [sentence_spans(text) if text.strip() else [] for text in documents]
-    sentences = [text[start:end].strip() for text, doc_spans in zip(documents, spans) for start, end in doc_spans]
-    if not sentences:
-        return [np.zeros(len(starts)) for starts in char_starts]
-    vectors = np.asarray(embed([question, *sentences]), dtype=np.float64)
-    if vectors.shape[0] != len(sentences) + 1:
-        raise ValueError(f"embedder returned {vectors.shape[0]} vectors for {len(sentences) + 1} texts")
-    similarity = vectors[1:] @ vectors[0]
-    out, cursor = [], 0
-    for doc_spans, starts in zip(spans, char_starts):
-        out.append(similarity[cursor + index_in_spans(doc_spans, starts)] if doc_spans else np.zeros(len(starts)))
-        cursor += len(doc_spans)
-    return out
+    index = SentenceVectors(embed, question, documents)
+    return index.relevance(index.question_vector, char_starts)

@@ -31,7 +31,7 @@ from transformers import DynamicCache
 
 from ..attention import AttentionCapture, StopForward, capture_attention, enable_capture
 from ..budget import resolve_budget, resolve_call_budget
-from ..embeddings import Embedder, resolve_embedder, sentence_relevance
+from ..embeddings import Embedder, SentenceVectors, resolve_embedder
 from ..models import LoadedModel, cache_argument, load_model
 from ..segmentation import DocumentTokens, tokenize_document
 from ..sentences import index_in_spans, sentence_spans
@@ -242,6 +242,8 @@ class SpecPC:
             doc_scores, pieces = list(reuse.scores), reuse.pieces
         else:
             doc_scores, pieces = self._score(tokenized, question, instruction, budget, total)
+        vectors = SentenceVectors(self.embedder, question, docs) if self.embedder is not None and budget else None
+        starts = [doc.token_anchors if doc is not None else np.zeros(0, dtype=np.int64) for doc in tokenized]
         scored = ScoredContext(
             documents=tuple(docs),
             question=question,
@@ -250,14 +252,14 @@ class SpecPC:
             scores=tuple(doc_scores),
             pieces=pieces,
             seconds=0.0,
-            relevance=self._relevance(docs, question, tokenized) if budget else None,
+            relevance=tuple(vectors.relevance(vectors.question_vector, starts)) if vectors is not None else None,
             draft_pass=self.draft_pass,
         )
-        if self.settings.bridge is not False and scored.relevance is not None:
-            scored = self._with_bridge(scored)
+        if self.settings.bridge is not False and vectors is not None:
+            scored = self._with_bridge(scored, vectors, starts)
         return dataclasses.replace(scored, seconds=time.perf_counter() - started)
 
-    def _with_bridge(self, scored: ScoredContext) -> ScoredContext:
+    def _with_bridge(self, scored: ScoredContext, vectors: SentenceVectors, starts: list[np.ndarray]) -> ScoredContext:
         """Round 2 of multi-fact coverage: relevance to the question plus a bridge.
 
         A bridge is a round-1 best sentence and the two sentences after it in its document,
@@ -265,10 +267,10 @@ class SpecPC:
         bridged, because each alone is sometimes a distractor: the best by attention fused
         with relevance as a weighted sum (where both signals agree), and the best by
         relevance alone (the sentence most like the question). A token's bridge relevance is
-        the better of its sentence's cosine to either bridge plus the question; with one pick
-        (both agree) it is one embedder call, with two it is two.
+        the better of its sentence's cosine to either bridge plus the question. The sentences
+        were embedded in round 1: this round embeds only the one or two bridge queries.
         """
-        assert self.embedder is not None and scored.relevance is not None
+        assert scored.relevance is not None
         keys = self._keys(scored, self.settings.model_copy(update={"fusion": "sum", "bridge": False}))
         fused = [key[0] if key is not None else None for key in keys]
         picks = []
@@ -288,11 +290,8 @@ class SpecPC:
                 bridges.append(bridge)
         if not bridges:
             return scored
-        starts = [d.token_anchors if d is not None else np.zeros(0, dtype=np.int64) for d in scored.tokenized]
-        rounds = [
-            sentence_relevance(self.embedder, f"{bridge} {scored.question}", list(scored.documents), starts)
-            for bridge in bridges
-        ]
+        queries = vectors.embed_queries([f"{bridge} {scored.question}" for bridge in bridges])
+        rounds = [vectors.relevance(query, starts) for query in queries]
         best = [np.maximum.reduce([r[index] for r in rounds]) for index in range(len(scored.documents))]
         return dataclasses.replace(scored, bridge="\n".join(bridges), bridge_relevance=tuple(best))
 
@@ -535,15 +534,6 @@ class SpecPC:
         for index, token_keys in zip(present, ranked, strict=True):
             keys[index] = token_keys
         return keys
-
-    def _relevance(
-        self, docs: list[str], question: str, tokenized: list[DocumentTokens | None]
-    ) -> tuple[np.ndarray, ...] | None:
-        """Cosine of each token's sentence to the question (one embedder call per input)."""
-        if self.embedder is None:
-            return None
-        starts = [doc.token_anchors if doc is not None else np.zeros(0, dtype=np.int64) for doc in tokenized]
-        return tuple(sentence_relevance(self.embedder, question, docs, starts))
 
     # ------------------------------------------------------------------ helpers
     def _call_budget(self, keep_ratio: float | None, max_tokens: int | None) -> tuple[float | None, int | None]:
