@@ -148,7 +148,7 @@ def test_long_input_is_scored_in_pieces_that_end_with_the_question() -> None:
 
 
 def test_lookahead_and_instruction(llama_pc: SpecPC) -> None:
-    pc = SpecPC(llama_pc.draft, max_tokens=10, lookahead=4, window=8)
+    pc = SpecPC(llama_pc.draft, max_tokens=10, lookahead=4, window=8, **WORD_UNITS)
     result = pc.compress(MIXED, "Eiffel?", instruction="Answer briefly.")
     assert result.budget == 10
     assert_budget(result, pc)
