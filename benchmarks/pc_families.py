@@ -58,7 +58,7 @@ def paired(row: dict[str, bool], reference: dict[str, bool]) -> str:
     wins = sum(row[i] and not reference[i] for i in common)
     losses = sum(reference[i] and not row[i] for i in common)
     p = sign_test(wins, losses)
-    shown = "p < 0.001" if p < 0.001 else f"p = {p:.2f}"
+    shown = "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.01 else f"p = {p:.2f}"
     return f"+{wins}/−{losses} ({shown})"
 
 
@@ -67,6 +67,9 @@ def main() -> None:
     parser.add_argument("files", nargs="+", type=Path)
     args = parser.parse_args()
     data = load(args.files)
+    print("# Per-family tables\n")
+    print("Written by `benchmarks/pc_families.py` from " + ", ".join(f"`{path}`" for path in args.files) + ";")
+    print("the reading is in [benchmarks.md](benchmarks.md#specpc-against-the-sentence-filter-per-task-family).")
     groups = sorted({g for g, _, _ in data}, key=lambda g: (g in RULER, g))
     for group in groups:
         methods = sorted({m for g, m, _ in data if g == group})
