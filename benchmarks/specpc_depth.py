@@ -18,24 +18,19 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import platform
 import statistics
 import time
 from typing import Any
 
-import torch
+from _dev_items import dev_run
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer
 
 from specrag.bench.budget import target_units
 from specrag.bench.methods_pc import DraftAttention, compress_at_budgets
 from specrag.bench.metrics import answer_contained
 from specrag.bench.report import sign_test
-from specrag.bench.tasks import build_items
-from specrag.core.bundles import bundle_dir
 from specrag.core.embeddings import embed
-from specrag.core.models import load_model
 
 RANKINGS: dict[str, dict[str, Any]] = {
     "attention": {"snap": "word"},
@@ -55,22 +50,9 @@ def layer_ranges(layers: int) -> dict[str, dict[str, int]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", default="multihop,quoref")
-    parser.add_argument("--length", type=int, default=2048)
-    parser.add_argument("--limit", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=1, help="A development seed; the report uses seed 0.")
-    parser.add_argument("--budgets", default="0.1,0.25")
-    parser.add_argument("--draft", default="smollm2-135m")
-    parser.add_argument("--target", default="qwen2.5-coder-1.5b", help="Whose tokenizer counts the budget.")
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    budgets = [float(b) for b in args.budgets.split(",")]
-    tokenizer = AutoTokenizer.from_pretrained(str(bundle_dir(args.target)))
-    draft = load_model(args.draft, "cpu")
+    run = dev_run(__doc__.splitlines()[0], tasks="multihop,quoref", budgets="0.1,0.25")
+    args, budgets, tokenizer, draft, items = run.args, run.budgets, run.tokenizer, run.draft, run.items
     ranges = layer_ranges(draft.num_layers)
-    items = build_items(args.tasks.split(","), [args.length], args.limit, args.seed, tokenizer)
 
     def count(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])

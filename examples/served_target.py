@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 
 from _common import DEFAULT_INSTRUCTION, load_corpus, pick_question, print_answer, print_report
 from langchain_classic.retrievers import ContextualCompressionRetriever
@@ -36,13 +37,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--base-url", required=True, help="API root of the server, e.g. http://127.0.0.1:8000/v1")
     parser.add_argument("--model", required=True, help="model name the server knows (see its /v1/models)")
     parser.add_argument("--api-key", default="none", help="API key, for hosted APIs (local servers ignore it)")
-    parser.add_argument("--keep-ratio", "--keep", type=float, default=0.25, help="share of draft tokens kept")
+    parser.add_argument("--keep-ratio", "--keep", type=float, default=0.25, help="share of the context's tokens kept")
+    parser.add_argument(
+        "--target-tokenizer",
+        help="count the budget in the served model's tokens: its bundle name, folder or hub id "
+        "(default: --model when it is a local folder, else the draft's tokens)",
+    )
     parser.add_argument("--question", "-q", help="question to ask; default a bundled one")
     parser.add_argument("--top-k", type=int, default=4, help="passages to retrieve")
     parser.add_argument("--draft", default=DEFAULT_DRAFT, help="SpecPC draft model (runs here, not on the server)")
     parser.add_argument("--max-tokens", type=int, default=32, help="longest answer")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds one request may take")
     return parser.parse_args(argv)
+
+
+def target_tokenizer(args: argparse.Namespace) -> str | None:
+    """Whose tokens the budget counts: the served model's when its tokenizer is at hand."""
+    if args.target_tokenizer:
+        return str(args.target_tokenizer)
+    return str(args.model) if Path(args.model).is_dir() else None
 
 
 def ask(llm: ChatOpenAI, documents: Sequence[Document], question: str) -> AIMessage:
@@ -75,7 +88,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     # The drop-in: the retriever you had, wrapped; the draft runs here, before the request.
     compressing = ContextualCompressionRetriever(
-        base_compressor=SpecPCCompressor(draft=args.draft, keep_ratio=args.keep_ratio, instruction=DEFAULT_INSTRUCTION),
+        base_compressor=SpecPCCompressor(
+            draft=args.draft,
+            keep_ratio=args.keep_ratio,
+            instruction=DEFAULT_INSTRUCTION,
+            target_tokenizer=target_tokenizer(args),
+        ),
         base_retriever=retriever,
     )
 

@@ -213,6 +213,13 @@ def compress(
             help="minilm: fuse sentence-to-question similarity with the draft's attention; none: attention alone."
         ),
     ] = "minilm",
+    target_tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            help="Count --keep/--max-tokens in this model's tokens (bundle name, folder or hub id "
+            "of the answering LLM); default: the draft's tokens."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
     show: Annotated[bool, typer.Option("--show", help="Highlight kept versus dropped text.")] = False,
     html_path: HtmlOption = None,
@@ -226,7 +233,14 @@ def compress(
         budget = {} if keep is None and max_tokens is None else {"keep_ratio": keep, "max_tokens": max_tokens}
         # Built before reading stdin, so a bad option fails before the user pipes anything.
         chosen = None if embedder.strip().lower() == "none" else embedder
-        pc = SpecPC(draft, device=device, embedder=chosen, snap=snap, **budget)  # type: ignore[arg-type]
+        pc = SpecPC(
+            draft,
+            device=device,
+            embedder=chosen,
+            snap=snap,
+            target_tokenizer=target_tokenizer,
+            **budget,  # type: ignore[arg-type]
+        )
         documents = _read_documents(files or ["-"], paragraphs)
         return pc.compress(documents, question, instruction)
 

@@ -38,7 +38,7 @@ def _title(document: CompressedDocument) -> str:
 def summary_line(result: CompressionResult) -> str:
     """One line with the figures a user checks first."""
     return (
-        f"{result.kept_tokens}/{result.original_tokens} draft tokens kept "
+        f"{result.kept_tokens}/{result.original_tokens} {result.counted_in} kept "
         f"({result.kept_fraction:.0%}, budget {result.budget}) across {len(result.documents)} "
         f"documents in {result.seconds:.2f}s with {result.draft}"
     )

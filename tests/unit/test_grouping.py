@@ -166,3 +166,54 @@ def test_a_truncated_draft_scores_as_the_full_one_over_the_same_layers(draft: Lo
         SpecPC(draft, start_layer=1, draft_layers=1)
     with pytest.raises(ValueError, match="only"):
         SpecPC(draft, draft_layers=layers + 1)
+
+
+def test_a_sentence_that_no_longer_fits_is_kept_as_its_best_clause(llama: LoadedModel) -> None:
+    short = "Rain fell on the market square all morning."
+    doc_long, doc_short = (tokenize_document(llama.tokenizer, t) for t in (LONG, short))
+    groups_long = sentence_groups(doc_long, cap=500)
+    assert np.unique(groups_long).size == 1
+    # the peak sits in the long sentence's "fourteen arches" clause; the short sentence ranks next
+    peak = next(i for i in range(doc_long.num_units) if "fourteen" in LONG[doc_long.unit_char_starts[i] :][:9])
+    long_keys = np.full(doc_long.num_units, 0.5)
+    long_keys[peak] = 1.0
+    entries = [
+        DocumentUnits(0, doc_long, [long_keys], groups_long),
+        DocumentUnits(1, doc_short, [np.full(doc_short.num_units, 0.8)], sentence_groups(doc_short, cap=500)),
+    ]
+    budget = doc_long.num_tokens - 5  # the whole sentence no longer fits
+    assert budget >= MIN_GROUP_TOKENS
+    chosen = choose_units(entries, budget)
+    kept_long = chosen.units[0]
+    assert peak in kept_long.tolist() and kept_long.size < doc_long.num_units
+    kept_text = LONG[int(doc_long.unit_char_starts[kept_long[0]]) : doc_long.unit_char_end(int(kept_long[-1]))]
+    assert "fourteen arches" in kept_text
+    spent = sum(
+        int(d.unit_sizes[chosen.units[i]].sum()) for i, d in ((0, doc_long), (1, doc_short)) if i in chosen.units
+    )
+    assert spent + chosen.unspent == budget
+    # below the smallest group size the fallback does not cut sentences into scraps
+    tiny = choose_units(entries, MIN_GROUP_TOKENS - 1)
+    assert 0 not in tiny.units
+
+
+def test_sentence_scoped_pooling_never_lends_a_peak_to_the_next_sentence(llama: LoadedModel) -> None:
+    from specrag.core.sentences import sentence_index
+    from specrag.core.specpc.ranking import bounded_max_pool, centred_max_pool
+
+    text = "Zorblat built the bridge. Rain fell all week on the farms."
+    doc = tokenize_document(llama.tokenizer, text)
+    segment = sentence_index(text, doc.token_anchors)
+    assert segment.max() == 1
+    raw = np.zeros(doc.num_tokens)
+    raw[int(np.flatnonzero(segment == 0)[-1])] = 1.0  # a peak on the first sentence's last token
+    across = centred_max_pool(raw, 32)
+    within = bounded_max_pool(raw, 32, segment)
+    assert across[segment == 1].max() == 1.0  # the 0.1 pool spreads it into "Rain fell ..."
+    assert (within[segment == 1] == 0.0).all() and within[segment == 0].max() == 1.0
+    plain = SpecPC(llama, embedder=None, window=8, progress=False)
+    scoped = SpecPC(llama, embedder=None, window=8, progress=False, pool_scope="sentence")
+    scored = plain.score([text], "Who built the bridge?")
+    assert plain.token_keys(scored)[0] is not None
+    keys = scoped.token_keys(scored)[0]
+    assert keys is not None and keys[0].shape == (doc.num_tokens,)

@@ -83,7 +83,12 @@ def budget_tokens(units: Units, ratio: float) -> int:
 
 
 def select(
-    units: Units, keys: Sequence[Sequence[np.ndarray]], ratio: float, sentence_tokens: int | None = None
+    units: Units,
+    keys: Sequence[Sequence[np.ndarray]],
+    ratio: float,
+    sentence_tokens: int | None = None,
+    *,
+    clause_fallback: bool = True,
 ) -> Selection:
     """Keep the best units of all documents within ``ratio`` of their target tokens.
 
@@ -99,6 +104,9 @@ def select(
     sentence_tokens
         Keep units in whole sentences and clauses capped at this many target tokens, as
         SpecPC's ``snap="sentence"`` does with its ``max_sentence_tokens``; ``None``: word units.
+    clause_fallback
+        Offer a sentence that no longer fits as its clauses (SpecPC's selection); ``False``
+        for the ablation only.
     """
     budget = budget_tokens(units, ratio)
     cap = group_cap(budget, sentence_tokens) if sentence_tokens is not None else None
@@ -112,7 +120,7 @@ def select(
         for index, doc in enumerate(units.tokens)
         if doc.num_units
     ]
-    chosen = choose_units(documents, budget)
+    chosen = choose_units(documents, budget, clause_fallback=clause_fallback)
     texts, spans = [], []
     for index, text in enumerate(units.documents):
         doc_spans = _spans(units, index, chosen.units.get(index, np.zeros(0, dtype=np.int64)).tolist())

@@ -317,6 +317,20 @@ def _fast_tokenizer(source: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+def load_tokenizer(name_or_path: str | os.PathLike[str]) -> PreTrainedTokenizerBase:
+    """The fast tokenizer of anything :func:`load_model` takes (bundle name, local folder, hub
+    id), without loading weights: for counting a budget in a served target's tokens.
+
+    Raises
+    ------
+    UnknownModelError, BundleCorruptError
+        As :func:`load_model`.
+    SlowTokenizerError
+        When only a slow tokenizer exists (no offset mappings).
+    """
+    return _fast_tokenizer(_source(name_or_path, progress=True).target)
+
+
 def _freeze(model: PreTrainedModel) -> PreTrainedModel:
     """Put ``model`` in inference mode: eval (no dropout) and no gradients."""
     model.eval()

@@ -141,18 +141,25 @@ class DocumentTokens:
         would leak across a sentence boundary. Sentence lookups and carrying scores onto
         another tokenizer's units use these anchors.
         """
-        visible = np.array([i for i, char in enumerate(self.text) if not char.isspace()], dtype=np.int64)
-        position = np.searchsorted(visible, self.token_starts, side="left")
-        found = np.minimum(position, max(visible.shape[0] - 1, 0))
-        first = visible[found] if visible.size else self.token_starts
-        inside = (position < visible.shape[0]) & (first < self.token_ends)
-        return np.where(inside, first, np.maximum(self.token_starts - 1, 0)).astype(np.int64)
+        return token_anchors(self.text, self.token_starts, self.token_ends)
 
     def unit_char_end(self, unit: int) -> int:
         """Character just past ``unit``: the furthest end of any of its tokens."""
         first = int(self.unit_first_token[unit])
         size = int(self.unit_sizes[unit])
         return int(self.token_ends[first : first + size].max())
+
+
+def token_anchors(text: str, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Where each token ``text[starts[i]:ends[i]]`` sits: its first non-whitespace character,
+    or for a whitespace-only token the character before it (see
+    :attr:`DocumentTokens.token_anchors`); works for any tokenizer's offsets."""
+    visible = np.array([i for i, char in enumerate(text) if not char.isspace()], dtype=np.int64)
+    position = np.searchsorted(visible, starts, side="left")
+    found = np.minimum(position, max(visible.shape[0] - 1, 0))
+    first = visible[found] if visible.size else starts
+    inside = (position < visible.shape[0]) & (first < ends)
+    return np.where(inside, first, np.maximum(starts - 1, 0)).astype(np.int64)
 
 
 def tokenize_document(tokenizer: PreTrainedTokenizerBase, text: str, max_unit_tokens: int = 24) -> DocumentTokens:

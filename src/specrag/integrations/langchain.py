@@ -91,7 +91,10 @@ class _DocumentCompression(SpecPCSource):
     """Fields and logic shared by the compressor and the transformer."""
 
     keep_ratio: float | None = Field(
-        None, gt=0.0, le=1.0, description="Share of draft tokens kept across all documents."
+        None,
+        gt=0.0,
+        le=1.0,
+        description="Share of tokens kept across all documents (the draft's, or target_tokenizer's).",
     )
     max_tokens: int | None = Field(
         None, ge=0, description="Draft tokens kept across all documents (instead of keep_ratio)."

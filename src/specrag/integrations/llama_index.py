@@ -108,7 +108,9 @@ class SpecPCPostprocessor(SpecPCSource, BaseNodePostprocessor):
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
-    keep_ratio: float | None = Field(None, gt=0.0, le=1.0, description="Share of draft tokens kept across all nodes.")
+    keep_ratio: float | None = Field(
+        None, gt=0.0, le=1.0, description="Share of tokens kept across all nodes (the draft's, or target_tokenizer's)."
+    )
     max_tokens: int | None = Field(
         None, ge=0, description="Draft tokens kept across all nodes (instead of keep_ratio)."
     )

@@ -72,6 +72,12 @@ class SpecPCSource(_ModelNames):
     device: str = Field("auto", description="Where to load draft when it is given by name.")
     dtype: str = Field("auto", description="Weights dtype when draft is given by name.")
     progress: bool = Field(False, description="Show SpecPC's progress bar on inputs that need several draft passes.")
+    target_tokenizer: Any = Field(
+        None,
+        exclude=True,
+        description="Count the budget in the answering model's tokens: a fast tokenizer, a model "
+        "name or folder, or a function str -> int (see SpecPC); None: the draft's tokens.",
+    )
 
     _specpc: SpecPC | None = PrivateAttr(default=None)
 
@@ -79,7 +85,9 @@ class SpecPCSource(_ModelNames):
     def _check_specpc_source(self) -> SpecPCSource:
         owner = type(self).__name__
         if self.compressor is not None:
-            _refuse_clash(owner, "compressor", self.model_fields_set, {"draft", "settings", "device", "dtype"})
+            _refuse_clash(
+                owner, "compressor", self.model_fields_set, {"draft", "settings", "device", "dtype", "target_tokenizer"}
+            )
             return self
         try:  # fail at construction, not on the first query, and without loading a model
             SpecPCSettings(**self.settings)
@@ -103,7 +111,12 @@ class SpecPCSource(_ModelNames):
             with _BUILD_LOCK:
                 if self._specpc is None:
                     self._specpc = SpecPC(
-                        self.draft, device=self.device, dtype=self.dtype, progress=self.progress, **self.settings
+                        self.draft,
+                        device=self.device,
+                        dtype=self.dtype,
+                        progress=self.progress,
+                        target_tokenizer=self.target_tokenizer,
+                        **self.settings,
                     )
         return self._specpc
 

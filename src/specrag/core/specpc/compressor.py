@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import time
 from collections.abc import Sequence
 from contextlib import suppress
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import DynamicCache
+from transformers import DynamicCache, PreTrainedTokenizerBase
 
 from ..attention import AttentionCapture, StopForward, capture_attention, enable_capture
 from ..budget import resolve_budget, resolve_call_budget
@@ -36,6 +37,7 @@ from ..models import LoadedModel, cache_argument, load_model
 from ..segmentation import DocumentTokens, tokenize_document
 from ..sentences import index_in_spans, sentence_spans
 from ..validation import validate_documents, validate_text
+from .costs import TokenCounter, resolve_costs
 from .ranking import RankingContext, TokenKeys, build_steps, rank_tokens
 from .result import CompressionResult
 from .selection import build_document, select_units
@@ -110,9 +112,10 @@ class SpecPC:
         A :class:`~specrag.models.LoadedModel`, or anything :func:`specrag.load_model` takes
         (bundle name such as ``"smollm2-135m"``, local folder, hub id).
     keep_ratio, max_tokens:
-        The budget, shared by all documents of a call: a fraction of their draft tokens, or
-        an absolute number of draft tokens. At most one; neither means ``keep_ratio=0.25``.
-        Question and instruction are never cut and do not count against it.
+        The budget, shared by all documents of a call: a fraction of their tokens, or an
+        absolute number of tokens (draft tokens, or the target's with ``target_tokenizer``).
+        At most one; neither means ``keep_ratio=0.25``. Question and instruction are never
+        cut and do not count against it.
     device, dtype:
         Where and how to load ``draft`` when it is given by name.
     progress:
@@ -124,6 +127,12 @@ class SpecPC:
         package is missing), a sentence-transformers model, or a callable mapping texts to
         unit vectors. ``None``: draft attention alone (no fusion, no bridge round), the 0.1
         ranking; with ``snap="word"`` as well it reproduces 0.1's output.
+    target_tokenizer:
+        Count the budget and every reported token figure in the answering model's tokens
+        (:mod:`specrag.core.specpc.costs`): a fast Hugging Face tokenizer, a name
+        :func:`specrag.load_tokenizer` takes (bundle, folder, hub id), or a function
+        ``str -> int`` (e.g. tiktoken's ``lambda text: len(enc.encode(text))``). ``None``:
+        the draft's tokens, right when the target shares the draft's tokenizer.
     **settings:
         Fields of :class:`SpecPCSettings` (window, lookahead, start_layer, pool_kernel,
         neighbourhood, separator, max_draft_tokens, ...).
@@ -147,6 +156,7 @@ class SpecPC:
         dtype: str = "auto",
         progress: bool = True,
         embedder: Embedder | str | Any | None = "minilm",
+        target_tokenizer: PreTrainedTokenizerBase | str | os.PathLike[str] | TokenCounter | None = None,
         **settings: object,
     ) -> None:
         # Validated before a model is loaded; neither given means keep_ratio=0.25.
@@ -157,6 +167,7 @@ class SpecPC:
         self.draft = draft if isinstance(draft, LoadedModel) else load_model(draft, device, dtype)
         self.progress = progress
         self.embedder = resolve_embedder(embedder)
+        self.costs = resolve_costs(target_tokenizer)
         if self.settings.bridge is True and self.embedder is None:
             raise ValueError(
                 "bridge=True ranks sentences by relevance to the bridge: give an embedder ('minilm' or your own)"
@@ -186,9 +197,11 @@ class SpecPC:
         started = time.perf_counter()
         ratio, absolute = self._call_budget(keep_ratio, max_tokens)
         docs, question, instruction, tokenized = self._prepare(documents, question, instruction)
+        costs = self._unit_costs(tokenized)
+        budget = resolve_budget(_total(costs), ratio, absolute)
         total = sum(t.num_tokens for t in tokenized if t is not None)
-        budget = resolve_budget(total, ratio, absolute)
-        return self._result(self._scored(docs, question, instruction, tokenized, budget, total, started), budget)
+        scored = self._scored(docs, question, instruction, tokenized, budget, total, started)
+        return self._result(scored, budget, costs)
 
     def score(
         self,
@@ -308,7 +321,8 @@ class SpecPC:
         the result counts the scoring pass plus this selection.
         """
         ratio, absolute = self._call_budget(keep_ratio, max_tokens)
-        return self._result(scored, resolve_budget(scored.total_tokens, ratio, absolute))
+        costs = self._unit_costs(list(scored.tokenized))
+        return self._result(scored, resolve_budget(_total(costs), ratio, absolute), costs)
 
     def _prepare(
         self, documents: Sequence[str], question: str, instruction: str | None
@@ -324,11 +338,15 @@ class SpecPC:
         ]
         return docs, question, instruction, tokenized
 
-    def _result(self, scored: ScoredContext, budget: int) -> CompressionResult:
+    def _unit_costs(self, tokenized: Sequence[DocumentTokens | None]) -> list[np.ndarray | None]:
+        """Each non-blank document's unit costs in the budget's tokens (:attr:`costs`)."""
+        return [None if doc is None else self.costs.of(doc) for doc in tokenized]
+
+    def _result(self, scored: ScoredContext, budget: int, costs: list[np.ndarray | None]) -> CompressionResult:
         started = time.perf_counter()
         tokenized, doc_scores = list(scored.tokenized), list(scored.scores)
         group_tokens = self.settings.max_sentence_tokens if self.settings.snap == "sentence" else None
-        selection = select_units(tokenized, self.token_keys(scored), budget, group_tokens)
+        selection = select_units(tokenized, self.token_keys(scored), budget, group_tokens, costs)
         compressed = [
             build_document(
                 index,
@@ -337,6 +355,7 @@ class SpecPC:
                 doc_scores[index],
                 selection.units.get(index, np.zeros(0, dtype=np.int64)),
                 self.settings.separator,
+                costs[index],
             )
             for index in range(len(scored.documents))
         ]
@@ -347,6 +366,7 @@ class SpecPC:
             budget=budget,
             separator=self.settings.separator,
             draft=self.draft.name,
+            counted_in=self.costs.counted_in,
             pieces=scored.pieces,
             seconds=scored.seconds + time.perf_counter() - started,
         )
@@ -581,6 +601,11 @@ class SpecPC:
     def __repr__(self) -> str:
         budget = f"keep_ratio={self.keep_ratio}" if self.keep_ratio is not None else f"max_tokens={self.max_tokens}"
         return f"SpecPC(draft={self.draft.name!r}, {budget}, start_layer={self._start_layer}, {self.settings!r})"
+
+
+def _total(costs: Sequence[np.ndarray | None]) -> int:
+    """All documents' tokens in the budget's count: what a keep_ratio is a fraction of."""
+    return sum(int(c.sum()) for c in costs if c is not None)
 
 
 def _best_token(

@@ -34,28 +34,37 @@ def group_cap(budget: int, max_sentence_tokens: int) -> int:
     return max(MIN_GROUP_TOKENS, min(max_sentence_tokens, budget))
 
 
-def sentence_groups(doc: DocumentTokens, cap: int) -> np.ndarray:
+def sentence_groups(doc: DocumentTokens, cap: int, sizes: np.ndarray | None = None) -> np.ndarray:
     """Group index of every word unit of ``doc``: sentences, split into clause runs past ``cap``.
 
     Group indices are non-decreasing along the document, so a group is a contiguous run of
-    units and its text one verbatim span.
+    units and its text one verbatim span. ``sizes``: each unit's cost in the budget's tokens
+    (default: its draft tokens).
     """
     if doc.num_units == 0:
         return np.zeros(0, dtype=np.int64)
     sentence = sentence_index(doc.text, doc.unit_char_starts)
-    sizes = doc.unit_sizes
     groups = np.zeros(doc.num_units, dtype=np.int64)
     next_group = 0
     bounds = np.flatnonzero(np.diff(sentence)) + 1
     for run in np.split(np.arange(doc.num_units), bounds):
-        for piece in _split_sentence(doc, run, sizes, cap):
+        for piece in split_run(doc, run, cap, sizes):
             groups[piece] = next_group
             next_group += 1
     return groups
 
 
-def _split_sentence(doc: DocumentTokens, run: np.ndarray, sizes: np.ndarray, cap: int) -> list[np.ndarray]:
-    """One sentence's units as pieces of at most ``cap`` tokens (a lone word may exceed it)."""
+def split_run(
+    doc: DocumentTokens, run: np.ndarray, cap: int, sizes: np.ndarray | None = None, *, cut_clauses: bool = True
+) -> list[np.ndarray]:
+    """A sentence's (or clause run's) units as pieces of at most ``cap`` tokens: clause runs,
+    and near-equal cuts of a clause longer than ``cap`` (a lone word may exceed it).
+
+    ``sizes``: unit costs (default: draft tokens). ``cut_clauses=False`` leaves a clause
+    longer than ``cap`` out instead of cutting it: selection's fallback for a sentence that no
+    longer fits offers whole clauses only, never "the copper bridge" without who built it.
+    """
+    sizes = doc.unit_sizes if sizes is None else sizes
     if int(sizes[run].sum()) <= cap:
         return [run]
     pieces: list[np.ndarray] = []
@@ -67,7 +76,8 @@ def _split_sentence(doc: DocumentTokens, run: np.ndarray, sizes: np.ndarray, cap
             pieces.append(np.concatenate(current))
             current, current_size = [], 0
         if size > cap:
-            pieces.extend(_even_chunks(clause, sizes, cap))
+            if cut_clauses:
+                pieces.extend(_even_chunks(clause, sizes, cap))
             continue
         current.append(clause)
         current_size += size

@@ -22,13 +22,13 @@ class CompressedDocument(BaseModel):
     original: str = Field(description="The document as given.")
     text: str = Field(description="Kept text: verbatim pieces joined by the separator.")
     spans: list[tuple[int, int]] = Field(description="Kept character spans [start, end) in order.")
-    original_tokens: int = Field(description="Draft tokens in the document.")
-    kept_tokens: int = Field(description="Draft tokens of the document that were kept.")
+    original_tokens: int = Field(description="Tokens in the document (the budget's count: see counted_in).")
+    kept_tokens: int = Field(description="Tokens of the document that were kept (the budget's count).")
     relevance: float = Field(description="Highest draft attention any token of the document received (0 to 1).")
 
     @property
     def kept_fraction(self) -> float:
-        """Share of the document's draft tokens that were kept (1.0 for empty documents)."""
+        """Share of the document's tokens that were kept (1.0 for empty documents)."""
         return self.kept_tokens / self.original_tokens if self.original_tokens else 1.0
 
     @property
@@ -45,9 +45,13 @@ class CompressionResult(BaseModel):
     documents: list[CompressedDocument]
     question: str
     instruction: str | None = None
-    budget: int = Field(description="Document tokens (draft tokenizer) the call was allowed.")
+    budget: int = Field(description="Document tokens the call was allowed (counted as counted_in says).")
     separator: str
     draft: str = Field(description="Name of the draft model that scored the tokens.")
+    counted_in: str = Field(
+        "draft tokens",
+        description="Whose tokens budget and counts are in: the draft's, or the target's (SpecPC's target_tokenizer).",
+    )
     pieces: int = Field(description="Draft passes needed (more than one for over-long inputs).")
     seconds: float = Field(description="Wall-clock seconds spent compressing.")
 

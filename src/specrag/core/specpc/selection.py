@@ -12,13 +12,15 @@ unit would turn ``1923`` into ``1``, a wrong context rather than a shorter one.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..segmentation import DocumentTokens, merge_spans
-from .grouping import group_cap, sentence_groups
+from .grouping import MIN_GROUP_TOKENS, group_cap, sentence_groups, split_run
 from .ranking import TokenKeys
 from .result import CompressedDocument
 
@@ -47,29 +49,21 @@ def rank_units(
     return UnitRanking(document=document, unit=unit, size=size, order=order)
 
 
-def fill_budget(ranking: UnitRanking, budget: int, labels: Sequence[str] | None = None) -> tuple[np.ndarray, int]:
+def fill_budget(ranking: UnitRanking, budget: int) -> tuple[np.ndarray, int]:
     """Greedily take whole units in rank order while they fit.
 
-    ``labels`` (one per unit) name duplicates: a unit whose label an already kept unit has
-    is skipped, so the budget is not spent twice on the same sentence (boilerplate repeated
-    across retrieved chunks). Returns the boolean "kept" mask over units and the tokens still
-    unspent (non-zero only when every unit left out is larger than what remains, or a
-    duplicate; units are never cut to fill it).
+    Returns the boolean "kept" mask over units and the tokens still unspent (non-zero only
+    when every unit left out is larger than what remains; units are never cut to fill it).
     """
     kept = np.zeros(ranking.size.shape[0], dtype=bool)
     remaining = budget
     smallest_left = int(ranking.size.min()) if ranking.size.size else 0
-    seen: set[str] = set()
     for index in ranking.order:
         if remaining == 0 or remaining < smallest_left:
             break
         cost = int(ranking.size[index])
         if cost > remaining:
             continue
-        if labels is not None:
-            if labels[index] in seen:
-                continue
-            seen.add(labels[index])
         kept[index] = True
         remaining -= cost
     return kept, remaining
@@ -103,54 +97,97 @@ class DocumentUnits:
     groups: np.ndarray | None = None
     """Group index of each unit, non-decreasing (:func:`~.grouping.sentence_groups`); a group
     is kept whole or not at all. ``None``: every unit is its own group."""
+    sizes: np.ndarray | None = None
+    """Each unit's cost in the budget's tokens (:mod:`~.costs`); ``None``: its draft tokens."""
+
+    @property
+    def costs(self) -> np.ndarray:
+        return self.doc.unit_sizes if self.sizes is None else self.sizes
 
 
-def choose_units(documents: Sequence[DocumentUnits], budget: int) -> Selection:
+def choose_units(documents: Sequence[DocumentUnits], budget: int, *, clause_fallback: bool = True) -> Selection:
     """Choose kept units across all documents under one global ``budget``.
 
-    Groups (or units, without groups) rank by their units' best value of each key (first key
-    most significant, then document order) and are taken whole while they fit; an exact
-    repeat of a kept group's text (case and spacing aside) is skipped. Nothing is ever cut:
-    what no remaining group fits into stays unspent (see the module notes).
+    Without groups, units rank by their keys (first key most significant, then document
+    order) and are taken while they fit (:func:`fill_budget`). With groups, groups rank by
+    their units' best value of each key and are taken whole while they fit; an exact repeat
+    of a kept group's text (case and spacing aside) is skipped. A group that no longer fits is
+    offered again as its whole clauses (split after ``, ; :`` and dashes), packed up to what is
+    left (:func:`~.grouping.split_run`), each ranked by its own units: so the clause that
+    carries a long sentence's best token is still kept when the rest of the sentence is not,
+    instead of a whole lower-ranked sentence. The fallback never cuts inside a clause: what no
+    remaining piece fits into stays unspent.
+    ``clause_fallback=False`` skips a non-fitting group outright (measured in the benchmarks).
     """
     if not documents or budget == 0:
         return Selection({}, budget)
-    doc_ids, group_ids, sizes, firsts_of = [], [], [], []
-    group_keys: list[list[np.ndarray]] = [[] for _ in documents[0].keys]
-    labels: list[str] | None = [] if any(d.groups is not None for d in documents) else None
-    for entry in documents:
-        doc = entry.doc
-        groups = entry.groups if entry.groups is not None else np.arange(doc.num_units)
-        firsts = np.flatnonzero(np.diff(groups, prepend=-1))
-        doc_ids.append(np.full(firsts.shape[0], entry.index))
-        group_ids.append(np.arange(firsts.shape[0]))
-        sizes.append(np.add.reduceat(doc.unit_sizes, firsts))
-        firsts_of.append((entry.index, firsts, doc.num_units))
-        for out, key in zip(group_keys, entry.keys, strict=True):
-            out.append(np.maximum.reduceat(np.asarray(key, dtype=np.float64), firsts))
-        if labels is not None:
-            labels.extend(_group_label(doc, firsts, position) for position in range(firsts.shape[0]))
+    if all(entry.groups is None for entry in documents):
+        return _choose_word_units(documents, budget)
+    return _choose_groups(documents, budget, clause_fallback)
+
+
+def _choose_word_units(documents: Sequence[DocumentUnits], budget: int) -> Selection:
+    """Word units ranked and taken whole, best first (no groups, no clause fallback)."""
     ranking = rank_units(
-        np.concatenate(doc_ids),
-        np.concatenate(group_ids),
-        np.concatenate(sizes),
-        [np.concatenate(key) for key in group_keys],
+        np.concatenate([np.full(entry.doc.num_units, entry.index) for entry in documents]),
+        np.concatenate([np.arange(entry.doc.num_units) for entry in documents]),
+        np.concatenate([entry.costs for entry in documents]),
+        [
+            np.concatenate([np.asarray(entry.keys[k], dtype=np.float64) for entry in documents])
+            for k in range(len(documents[0].keys))
+        ],
     )
-    kept, remaining = fill_budget(ranking, budget, labels)
-    bounds = {index: (firsts, count) for index, firsts, count in firsts_of}
-    kept_by_doc: dict[int, list[np.ndarray]] = {}
-    for position in np.nonzero(kept)[0]:
-        document, group = int(ranking.document[position]), int(ranking.unit[position])
-        firsts, count = bounds[document]
-        end = int(firsts[group + 1]) if group + 1 < firsts.shape[0] else count
-        kept_by_doc.setdefault(document, []).append(np.arange(int(firsts[group]), end))
-    return Selection({doc: np.sort(np.concatenate(runs)) for doc, runs in kept_by_doc.items()}, remaining)
+    kept, remaining = fill_budget(ranking, budget)
+    units: dict[int, list[int]] = {}
+    for position in np.flatnonzero(kept):
+        units.setdefault(int(ranking.document[position]), []).append(int(ranking.unit[position]))
+    return Selection({doc: np.sort(np.array(runs)) for doc, runs in units.items()}, remaining)
 
 
-def _group_label(doc: DocumentTokens, firsts: np.ndarray, position: int) -> str:
-    """A group's text with case and runs of whitespace folded: equal labels are repeats."""
-    last_unit = int(firsts[position + 1]) - 1 if position + 1 < firsts.shape[0] else doc.num_units - 1
-    text = doc.text[int(doc.unit_char_starts[int(firsts[position])]) : doc.unit_char_end(last_unit)]
+_Piece = tuple[tuple[float, ...], int, int, int, bool]
+"""A selection candidate: (rank: negated keys then entry and first unit, entry, first unit,
+end unit, whether it may still fall back to its clauses)."""
+
+
+def _piece(entry: DocumentUnits, position: int, first: int, end: int, whole: bool) -> _Piece:
+    rank = tuple(-float(np.max(np.asarray(key[first:end], dtype=np.float64))) for key in entry.keys)
+    return (rank + (float(position), float(first)), position, first, end, whole)
+
+
+def _choose_groups(documents: Sequence[DocumentUnits], budget: int, clause_fallback: bool) -> Selection:
+    """Whole groups best first, a non-fitting group falling back to its clauses once."""
+    heap: list[_Piece] = []
+    for position, entry in enumerate(documents):
+        groups = entry.groups if entry.groups is not None else np.arange(entry.doc.num_units)
+        firsts = np.flatnonzero(np.diff(groups, prepend=-1)).tolist() + [entry.doc.num_units]
+        heap.extend(_piece(entry, position, first, end, True) for first, end in itertools.pairwise(firsts))
+    heapq.heapify(heap)
+    smallest = min(int(entry.costs.min()) for entry in documents)
+    remaining = budget
+    seen: set[str] = set()
+    kept: dict[int, list[np.ndarray]] = {}
+    while heap and remaining >= max(smallest, 1):
+        _, position, first, end, whole = heapq.heappop(heap)
+        entry = documents[position]
+        cost = int(entry.costs[first:end].sum())
+        if cost > remaining:
+            if clause_fallback and whole and end - first > 1 and remaining >= MIN_GROUP_TOKENS:
+                run = np.arange(first, end)
+                for piece in split_run(entry.doc, run, remaining, entry.costs, cut_clauses=False):
+                    heapq.heappush(heap, _piece(entry, position, int(piece[0]), int(piece[-1]) + 1, False))
+            continue
+        label = _span_label(entry.doc, first, end - 1)
+        if label in seen:
+            continue
+        seen.add(label)
+        kept.setdefault(entry.index, []).append(np.arange(first, end))
+        remaining -= cost
+    return Selection({doc: np.sort(np.concatenate(runs)) for doc, runs in kept.items()}, remaining)
+
+
+def _span_label(doc: DocumentTokens, first_unit: int, last_unit: int) -> str:
+    """A run's text with case and runs of whitespace folded: equal labels are repeats."""
+    text = doc.text[int(doc.unit_char_starts[first_unit]) : doc.unit_char_end(last_unit)]
     return " ".join(text.split()).casefold()
 
 
@@ -159,20 +196,25 @@ def select_units(
     keys: Sequence[TokenKeys | None],
     budget: int,
     group_tokens: int | None = None,
+    costs: Sequence[np.ndarray | None] | None = None,
 ) -> Selection:
-    """Choose kept units across all documents under one global ``budget`` of draft tokens.
+    """Choose kept units across all documents under one global ``budget``.
 
     A unit's key is its tokens' best value of each per-token key. With ``group_tokens`` (the
     ``max_sentence_tokens`` of ``snap="sentence"``), units are kept in whole sentences and
     clauses (:mod:`~.grouping`), capped by :func:`~.grouping.group_cap` of the budget.
+    ``costs``: per document, each unit's cost in the budget's tokens (:mod:`~.costs`);
+    ``None``: draft tokens.
     """
+    unit_costs = list(costs) if costs is not None else [None] * len(tokenized)
     cap = group_cap(budget, group_tokens) if group_tokens is not None else None
     documents = [
         DocumentUnits(
             index=index,
             doc=doc,
             keys=[np.maximum.reduceat(key, doc.unit_first_token) for key in token_keys],
-            groups=sentence_groups(doc, cap) if cap is not None else None,
+            groups=sentence_groups(doc, cap, unit_costs[index]) if cap is not None else None,
+            sizes=unit_costs[index],
         )
         for index, (doc, token_keys) in enumerate(zip(tokenized, keys, strict=True))
         if doc is not None and token_keys is not None and doc.num_units
@@ -187,8 +229,10 @@ def build_document(
     raw_scores: np.ndarray,
     kept_units: np.ndarray,
     separator: str,
+    costs: np.ndarray | None = None,
 ) -> CompressedDocument:
-    """Turn kept units into verbatim, word-snapped character spans and the joined text."""
+    """Turn kept units into verbatim, word-snapped character spans and the joined text
+    (token counts in ``costs``, the budget's tokens; draft tokens without them)."""
     if doc is None:  # empty or whitespace-only: passed through untouched
         spans = [(0, len(original))] if original else []
         return CompressedDocument(
@@ -200,7 +244,7 @@ def build_document(
             kept_tokens=0,
             relevance=0.0,
         )
-    sizes = doc.unit_sizes
+    sizes = doc.unit_sizes if costs is None else costs
     pieces: list[tuple[int, int]] = []
     kept_tokens = int(sizes[kept_units].sum()) if kept_units.size else 0
     # Whole units: runs of consecutive unit indices form one span.
@@ -218,7 +262,7 @@ def build_document(
         original=original,
         text=separator.join(original[start:end] for start, end in spans),
         spans=spans,
-        original_tokens=doc.num_tokens,
+        original_tokens=int(sizes.sum()),
         kept_tokens=kept_tokens,
         relevance=float(raw_scores.max()) if raw_scores.size else 0.0,
     )

@@ -28,6 +28,13 @@ class SpecPCSettings(BaseModel):
     )
     pool_kernel: int = Field(32, ge=1, description="Max-pool width smoothing token scores.")
     neighbourhood: int = Field(32, ge=1, description="Tokens around each peak that rank with it (kept contiguous).")
+    pool_scope: Literal["sentence", "document"] = Field(
+        "document",
+        description="Where smoothing and widening may reach: 'document' pools across sentence "
+        "ends (a fact stated a sentence after the name the draft attends to ranks with it); "
+        "'sentence' stops them at sentence ends, so a peak never lends its rank to the sentence "
+        "beside it. 'document' kept more on the development items (docs/benchmarks.md).",
+    )
     separator: str = Field(" … ", description="Joins kept spans inside a document.")
     max_draft_tokens: int | None = Field(
         None, ge=128, description="Longest draft pass; None = the draft's position limit."

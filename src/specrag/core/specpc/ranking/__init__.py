@@ -4,6 +4,7 @@ A pipeline of :class:`RankingStep` objects, built from the settings by :func:`bu
 
 1. :class:`MaxPool` (``pool_kernel``): smoothing; its output is also the first tie-break.
 2. :class:`MaxPool` (``neighbourhood``): widening, so the tokens around a peak rank with it.
+   Both stay inside sentences with ``pool_scope="sentence"``.
 3. :class:`FuseRelevance` (``relevance_weight``): fusion with sentence relevance, only when
    an embedder is set.
 4. :class:`SnapToSentences`: with ``snap="sentence"``.
@@ -21,7 +22,7 @@ import numpy as np
 
 from .base import RankingContext, RankingStep
 from .fusion import FuseRelevance, fuse_ranks, max_ranks, percentile_ranks
-from .smoothing import MaxPool, centred_max_pool
+from .smoothing import MaxPool, bounded_max_pool, centred_max_pool
 from .snapping import SnapToSentences, snap_to_sentences
 
 if TYPE_CHECKING:
@@ -33,9 +34,10 @@ TokenKeys = tuple[np.ndarray, ...]
 
 def build_steps(settings: SpecPCSettings, *, fused: bool) -> tuple[RankingStep, ...]:
     """The pipeline the settings describe (``fused``: the call carries sentence relevance)."""
+    within = settings.pool_scope == "sentence"
     steps: list[RankingStep] = [
-        MaxPool(settings.pool_kernel, tiebreak=True),
-        MaxPool(settings.neighbourhood),
+        MaxPool(settings.pool_kernel, tiebreak=True, within_sentences=within),
+        MaxPool(settings.neighbourhood, within_sentences=within),
     ]
     if fused:
         steps.append(FuseRelevance(settings.relevance_weight, mode=settings.fusion))
@@ -68,6 +70,7 @@ __all__ = [
     "RankingStep",
     "SnapToSentences",
     "TokenKeys",
+    "bounded_max_pool",
     "build_steps",
     "centred_max_pool",
     "fuse_ranks",
