@@ -11,9 +11,16 @@ and on the outside :mod:`specrag.cli`, :mod:`specrag.demo`, :mod:`specrag.render
 """
 
 from .core.bundles import BUNDLES, list_bundles, pull_bundle
-from .core.models import LoadedModel, build_tiny_model, load_model
+from .core.models import LoadedModel, build_tiny_model, load_model, load_tokenizer
 from .core.speckv import POLICIES, EvictionPolicy, GenerationOptions, SpecKV, SpecKVResult, SpecKVSettings
-from .core.specpc import CompressedDocument, CompressionResult, ScoredContext, SpecPC, SpecPCSettings
+from .core.specpc import (
+    CompressedDocument,
+    CompressionResult,
+    CompressRequest,
+    ScoredContext,
+    SpecPC,
+    SpecPCSettings,
+)
 
 __version__ = "0.2.0.dev0"
 """The package version: the one place it is written (``pyproject.toml`` reads it)."""
@@ -21,6 +28,7 @@ __version__ = "0.2.0.dev0"
 __all__ = [
     "BUNDLES",
     "POLICIES",
+    "CompressRequest",
     "CompressedDocument",
     "CompressionResult",
     "EvictionPolicy",
@@ -36,5 +44,6 @@ __all__ = [
     "build_tiny_model",
     "list_bundles",
     "load_model",
+    "load_tokenizer",
     "pull_bundle",
 ]

@@ -78,17 +78,31 @@ class AttentionCapture:
         If set, layers from this index on are not needed: after observing layer
         ``end_layer - 1`` the capture raises :class:`StopForward`, so the rest of the forward
         (later layers, the LM head) never runs.
+    row_windows, key_mask:
+        For a left-padded batch of prompts: each row's own window (its question may be
+        shorter than ``window``), and ``(batch, num_keys)`` True where a key is a real token.
+        Padding keys then get no attention, so each row scores as it would alone.
     """
 
     def __init__(
-        self, num_keys: int, window: int, start_layer: int = 0, query_chunk: int = 16, end_layer: int | None = None
+        self,
+        num_keys: int,
+        window: int,
+        start_layer: int = 0,
+        query_chunk: int = 16,
+        end_layer: int | None = None,
+        *,
+        row_windows: list[int] | None = None,
+        key_mask: torch.Tensor | None = None,
     ):
         if num_keys <= 0:
             raise ValueError(f"num_keys must be positive, got {num_keys}")
-        if window <= 0:
-            raise ValueError(f"window must be positive, got {window}")
+        if window <= 0 or (row_windows is not None and min(row_windows) <= 0):
+            raise ValueError(f"window must be positive, got {window} (rows: {row_windows})")
         self.num_keys = num_keys
-        self.window = window
+        self.window = window if row_windows is None else max(row_windows)
+        self.row_windows = row_windows
+        self.key_mask = key_mask
         self.start_layer = start_layer
         self.query_chunk = max(1, query_chunk)
         self.end_layer = end_layer
@@ -116,15 +130,18 @@ class AttentionCapture:
             n_scored, weights = 1, torch.ones(1, device=query.device)
         else:
             n_scored = min(self.window, q_len)
-            weights = torch.linspace(0.0, 1.0, n_scored, device=query.device)
-            if n_scored == 1:
-                weights = torch.ones(1, device=query.device)
+            windows = self.row_windows or [n_scored]
+            weights = torch.stack([_window_weights(min(w, n_scored), n_scored, query.device) for w in windows])
+        mask = self.key_mask
+        if mask is not None and mask.shape[1] < k_len:  # lookahead keys are always real
+            mask = torch.nn.functional.pad(mask, (0, k_len - mask.shape[1]), value=True)
         layer_scores = window_attention_scores(
             query[:, :, q_len - n_scored :, :],
             key,
             scaling=scaling if scaling is not None else query.shape[-1] ** -0.5,
             query_weights=weights,
             chunk=self.query_chunk,
+            key_mask=mask,
         )[:, : min(self.num_keys, k_len)]
         self._fold(layer_scores)
         self.layers_seen.add(layer_idx)
@@ -150,6 +167,14 @@ class AttentionCapture:
         return self.scores
 
 
+def _window_weights(window: int, width: int, device: torch.device) -> torch.Tensor:
+    """Weights of the last ``width`` queries when only the last ``window`` of them score:
+    zeros, then a ramp from 0 to 1 (later queries have read more of the question); a
+    window of one query weighs 1."""
+    ramp = torch.ones(1, device=device) if window == 1 else torch.linspace(0.0, 1.0, window, device=device)
+    return torch.cat([torch.zeros(width - window, device=device), ramp])
+
+
 def window_attention_scores(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -157,6 +182,7 @@ def window_attention_scores(
     scaling: float,
     query_weights: torch.Tensor,
     chunk: int = 16,
+    key_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Softmax attention of a few queries over all keys, reduced to one score per key.
 
@@ -164,6 +190,9 @@ def window_attention_scores(
     that window). GQA is handled by grouping query heads onto their KV head, so keys are
     never repeated. Work is done in fp32 and in query chunks: memory is
     ``O(heads * chunk * k_len)``, never ``O(k_len^2)``.
+
+    ``query_weights`` is ``(n,)``, or ``(batch, n)`` for one set per row; ``key_mask``
+    (``(batch, k_len)``, True for real tokens) takes padding keys out of every softmax.
 
     Returns
     -------
@@ -179,6 +208,8 @@ def window_attention_scores(
     grouped = query.float().reshape(batch, n_kv, group, n_queries, dim)
     best = torch.zeros(batch, k_len, dtype=torch.float32, device=query.device)
     key_positions = torch.arange(k_len, device=query.device)
+    weights = query_weights.float().reshape(-1, n_queries)  # (1 or B, n)
+    padding = None if key_mask is None else ~key_mask.bool()[:, None, None, None, :]  # (B, 1, 1, 1, K)
     for start in range(0, n_queries, chunk):
         stop = min(start + chunk, n_queries)
         logits = torch.matmul(grouped[:, :, :, start:stop, :], keys.unsqueeze(2)) * scaling
@@ -186,7 +217,12 @@ def window_attention_scores(
         query_positions = k_len - n_queries + torch.arange(start, stop, device=query.device)
         future = key_positions[None, :] > query_positions[:, None]  # (chunk, K)
         logits.masked_fill_(future, float("-inf"))
-        probs = torch.softmax(logits, dim=-1) * query_weights[start:stop, None]
+        if padding is not None:
+            logits.masked_fill_(padding, float("-inf"))
+        probs = torch.softmax(logits, dim=-1)
+        if padding is not None:  # a padding query sees only padding: its softmax is NaN, weight 0
+            probs = torch.nan_to_num(probs, nan=0.0)
+        probs = probs * weights[:, None, None, start:stop, None]
         best = torch.maximum(best, probs.amax(dim=(1, 2, 3)))
     return best
 

@@ -20,7 +20,7 @@ import asyncio
 import dataclasses
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +37,7 @@ from ..models import LoadedModel, cache_argument, load_model
 from ..segmentation import DocumentTokens, tokenize_document
 from ..sentences import index_in_spans, sentence_spans
 from ..validation import validate_documents, validate_text
+from .batching import CompressRequest, as_request, micro_batches, pad_left
 from .costs import TokenCounter, resolve_costs
 from .ranking import RankingContext, TokenKeys, build_steps, rank_tokens
 from .result import CompressionResult
@@ -89,7 +90,8 @@ class ScoredContext:
 
     @property
     def total_tokens(self) -> int:
-        """Draft tokens of all non-blank documents: what a keep_ratio is a fraction of."""
+        """Draft tokens of all non-blank documents (a keep_ratio is a fraction of these, or of
+        the target's tokens with ``target_tokenizer``)."""
         return sum(doc.num_tokens for doc in self.tokenized if doc is not None)
 
 
@@ -101,6 +103,20 @@ class _Piece:
     flat_positions: np.ndarray  # indices into the flattened document-token array
     piece_positions: np.ndarray  # matching positions inside ``ids``
     question_tokens: int  # length of the question suffix that ends ``ids``
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One request of a batch, validated and laid out, waiting for its draft scores."""
+
+    docs: list[str]
+    question: str
+    instruction: str | None
+    tokenized: list[DocumentTokens | None]
+    costs: list[np.ndarray | None]
+    budget: int
+    total: int
+    pieces: list[_Piece]
 
 
 class SpecPC:
@@ -248,11 +264,16 @@ class SpecPC:
         total: int,
         started: float,
         reuse: ScoredContext | None = None,
+        draft_scores: tuple[list[np.ndarray], int] | None = None,
     ) -> ScoredContext:
-        """The draft pass (or ``reuse``'s scores), sentence relevance (with an embedder) and the
-        bridge round (with ``bridge=True``); nothing but the draft pass runs when the budget is 0."""
+        """The draft pass (or ``reuse``'s scores, or ``draft_scores`` from a batched pass:
+        per-document scores and the passes they took), sentence relevance (with an embedder)
+        and the bridge round (with ``bridge=True``); nothing but the draft pass runs when the
+        budget is 0."""
         if reuse is not None:
             doc_scores, pieces = list(reuse.scores), reuse.pieces
+        elif draft_scores is not None:
+            doc_scores, pieces = draft_scores
         else:
             doc_scores, pieces = self._score(tokenized, question, instruction, budget, total)
         vectors = SentenceVectors(self.embedder, question, docs) if self.embedder is not None and budget else None
@@ -390,6 +411,121 @@ class SpecPC:
             max_tokens=max_tokens,
         )
 
+    def compress_batch(
+        self,
+        requests: Sequence[CompressRequest | Mapping[str, Any]],
+        *,
+        keep_ratio: float | None = None,
+        max_tokens: int | None = None,
+        batch_size: int = 8,
+        max_batch_tokens: int = 32_768,
+    ) -> list[CompressionResult]:
+        """Compress many requests, their draft passes run as padded micro-batches.
+
+        Each request is a :class:`~specrag.core.specpc.batching.CompressRequest` or a dict
+        with ``documents``, ``question`` and optionally ``instruction``; results come back in
+        order and equal :meth:`compress` of each request (up to floating-point summation
+        order in the draft). ``batch_size`` prompts of at most ``max_batch_tokens`` padded
+        tokens go through the draft together (see :mod:`~specrag.core.specpc.batching`);
+        with ``lookahead > 1`` prompts run one by one. Every result's ``seconds`` is the
+        wall-clock time of the whole batch. A bad request raises before any draft pass, and
+        its error names its position.
+        """
+        started = time.perf_counter()
+        ratio, absolute = self._call_budget(keep_ratio, max_tokens)
+        plans = [
+            self._plan(as_request(request, position), position, ratio, absolute)
+            for position, request in enumerate(requests)
+        ]
+        jobs = [(plan, piece) for plan in plans for piece in plan.pieces]
+        scores = self._score_pieces([piece for _, piece in jobs], batch_size, max_batch_tokens)
+        results = []
+        for plan in plans:
+            mine = [score for (owner, _), score in zip(jobs, scores, strict=True) if owner is plan]
+            doc_scores = _assemble(plan.tokenized, plan.total, plan.pieces, mine)
+            scored = self._scored(
+                plan.docs,
+                plan.question,
+                plan.instruction,
+                plan.tokenized,
+                plan.budget,
+                plan.total,
+                started,
+                draft_scores=(doc_scores, len(plan.pieces)),
+            )
+            results.append(self._result(scored, plan.budget, plan.costs))
+        seconds = time.perf_counter() - started
+        return [result.model_copy(update={"seconds": seconds}) for result in results]
+
+    async def acompress_batch(
+        self,
+        requests: Sequence[CompressRequest | Mapping[str, Any]],
+        *,
+        keep_ratio: float | None = None,
+        max_tokens: int | None = None,
+        batch_size: int = 8,
+        max_batch_tokens: int = 32_768,
+    ) -> list[CompressionResult]:
+        """:meth:`compress_batch` in a worker thread, so the event loop keeps running."""
+        return await asyncio.to_thread(
+            self.compress_batch,
+            requests,
+            keep_ratio=keep_ratio,
+            max_tokens=max_tokens,
+            batch_size=batch_size,
+            max_batch_tokens=max_batch_tokens,
+        )
+
+    def _plan(self, request: CompressRequest, position: int, ratio: float | None, absolute: int | None) -> _Plan:
+        """Validate one request of a batch and lay out its draft prompts (no draft pass)."""
+        try:
+            docs, question, instruction, tokenized = self._prepare(
+                request.documents, request.question, request.instruction
+            )
+            costs = self._unit_costs(tokenized)
+            budget = resolve_budget(_total(costs), ratio, absolute)
+            pieces = self._layout_pieces(tokenized, question, instruction) if budget else []
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"request {position}: {error}") from None
+        total = sum(t.num_tokens for t in tokenized if t is not None)
+        return _Plan(docs, question, instruction, tokenized, costs, budget, total, pieces)
+
+    def _score_pieces(self, pieces: Sequence[_Piece], batch_size: int, max_batch_tokens: int) -> list[np.ndarray]:
+        """Every piece's scores, as padded micro-batches (one by one with lookahead > 1)."""
+        groups = list(micro_batches([len(piece.ids) for piece in pieces], batch_size, max_batch_tokens))
+        scores: list[np.ndarray | None] = [None] * len(pieces)
+        bar = tqdm(groups, desc="specpc", unit="batch", disable=None if (self.progress and len(groups) > 1) else True)
+        for group in bar:
+            if self.settings.lookahead > 1 or len(group) == 1:
+                for index in group:
+                    scores[index] = self._score_piece(pieces[index].ids, pieces[index].question_tokens)
+                continue
+            batch = self._score_padded([pieces[index] for index in group])
+            for index, piece_scores in zip(group, batch, strict=True):
+                scores[index] = piece_scores
+        return [score for score in scores if score is not None]
+
+    @torch.inference_mode()
+    def _score_padded(self, pieces: Sequence[_Piece]) -> list[np.ndarray]:
+        """One draft forward over left-padded pieces (prefill only); each row's scores."""
+        tokenizer = self.draft.tokenizer
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        input_ids, mask = pad_left([piece.ids for piece in pieces], int(pad_id or 0), self.draft.device)
+        width = input_ids.shape[1]
+        capture = AttentionCapture(
+            num_keys=width,
+            window=self.settings.window,
+            start_layer=self._start_layer,
+            end_layer=self.settings.draft_layers,
+            row_windows=[min(self.settings.window, piece.question_tokens) for piece in pieces],
+            key_mask=mask.bool(),
+        )
+        positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)
+        with capture_attention(capture), suppress(StopForward):
+            self.draft.model(input_ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=1)
+        rows = capture.result().float().cpu().numpy()
+        return [self._checked(rows[row, width - len(piece.ids) :]) for row, piece in enumerate(pieces)]
+
     # ------------------------------------------------------------------ scoring
     def _score(
         self,
@@ -400,9 +536,8 @@ class SpecPC:
         total: int,
     ) -> tuple[list[np.ndarray], int]:
         """Per-document raw token scores from one or more draft passes."""
-        flat = np.zeros(total, dtype=np.float32)
         if budget == 0:  # nothing will be kept: skip the draft entirely
-            return _split_flat(flat, tokenized), 0
+            return _split_flat(np.zeros(total, dtype=np.float32), tokenized), 0
         pieces = self._layout_pieces(tokenized, question, instruction)
         bar = tqdm(
             pieces,
@@ -410,10 +545,8 @@ class SpecPC:
             unit="pass",
             disable=None if (self.progress and len(pieces) > 1) else True,
         )
-        for piece in bar:
-            scores = self._score_piece(piece.ids, question_tokens=piece.question_tokens)
-            flat[piece.flat_positions] = scores[piece.piece_positions]
-        return _split_flat(flat, tokenized), len(pieces)
+        scores = [self._score_piece(piece.ids, question_tokens=piece.question_tokens) for piece in bar]
+        return _assemble(tokenized, total, pieces, scores), len(pieces)
 
     def _layout_pieces(
         self, tokenized: list[DocumentTokens | None], question: str, instruction: str | None
@@ -514,8 +647,11 @@ class SpecPC:
                 if eos is not None and int(next_token) == eos:
                     break
                 output = model(next_token, use_cache=True, logits_to_keep=1, **cache_argument(model, cache))
-        scores = capture.result()[0].float().cpu().numpy()
-        if not np.isfinite(scores).all():  # NaN ranks arbitrarily: refuse, never return a wrong context
+        return self._checked(capture.result()[0].float().cpu().numpy())
+
+    def _checked(self, scores: np.ndarray) -> np.ndarray:
+        """``scores``, refused if not finite: NaN ranks arbitrarily, a wrong context."""
+        if not np.isfinite(scores).all():
             name = self.draft.name
             raise RuntimeError(
                 f"draft {name!r} gave NaN/inf attention scores, so its model file is likely corrupted; "
@@ -621,6 +757,16 @@ def _best_token(
         if float(doc_values[token]) > top:
             best, top = (index, token), float(doc_values[token])
     return best
+
+
+def _assemble(
+    tokenized: list[DocumentTokens | None], total: int, pieces: Sequence[_Piece], scores: Sequence[np.ndarray]
+) -> list[np.ndarray]:
+    """Per-document token scores from each piece's scores over its prompt positions."""
+    flat = np.zeros(total, dtype=np.float32)
+    for piece, piece_scores in zip(pieces, scores, strict=True):
+        flat[piece.flat_positions] = piece_scores[piece.piece_positions]
+    return _split_flat(flat, tokenized)
 
 
 def _split_flat(flat: np.ndarray, tokenized: list[DocumentTokens | None]) -> list[np.ndarray]:
