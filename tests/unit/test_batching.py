@@ -112,3 +112,35 @@ def test_micro_batches_cover_every_prompt_once_within_bounds(lengths: list[int],
         assert len(group) == 1 or max(lengths[i] for i in group) * len(group) <= tokens
     with pytest.raises(ValueError, match="batch_size"):
         next(micro_batches([3], 0, 10))
+
+
+def test_the_framework_batch_paths_equal_their_single_calls(llama: LoadedModel) -> None:
+    from langchain_core.documents import Document
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    from specrag.langchain import SpecPCCompressor
+    from specrag.llama_index import SpecPCPostprocessor
+
+    pc = SpecPC(llama, keep_ratio=0.4, embedder=None, window=8, progress=False)
+    pairs = [(request.documents, request.question) for request in REQUESTS[:3]]
+    compressor = SpecPCCompressor(compressor=pc, instruction="Answer briefly.")
+    batches = [[Document(page_content=text) for text in docs if text] for docs, _ in pairs] + [[]]
+    queries = [question for _, question in pairs] + ["Anything?"]
+    batched = compressor.compress_documents_batch(batches, queries)
+    assert batched[-1] == []
+    for documents, query, kept_docs in zip(batches[:-1], queries, batched, strict=False):
+        assert [d.page_content for d in kept_docs] == [
+            d.page_content for d in compressor.compress_documents(documents, query)
+        ]
+    assert asyncio.run(compressor.acompress_documents_batch(batches, queries)) == batched
+    with pytest.raises(ValueError, match="one query per list"):
+        compressor.compress_documents_batch(batches, queries[:1])
+
+    post = SpecPCPostprocessor(compressor=pc)
+    node_batches = [[NodeWithScore(node=TextNode(text=text), score=1.0) for text in docs if text] for docs, _ in pairs]
+    nodes_out = post.postprocess_nodes_batch(node_batches, queries[:3])
+    for nodes, query, kept_nodes in zip(node_batches, queries, nodes_out, strict=False):
+        single = post.postprocess_nodes(nodes, query_str=query)
+        assert [n.node.get_content() for n in kept_nodes] == [n.node.get_content() for n in single]
+    again = asyncio.run(post.apostprocess_nodes_batch(node_batches, queries[:3]))
+    assert [[n.node.get_content() for n in r] for r in again] == [[n.node.get_content() for n in r] for r in nodes_out]

@@ -66,7 +66,7 @@ from pydantic import (
 
 from ..core.models import LoadedModel
 from ..core.speckv import SpecKVResult
-from ..core.specpc import CompressedDocument, CompressionResult, SpecPC
+from ..core.specpc import CompressedDocument, CompressionResult, CompressRequest, SpecPC
 from ..core.trimming import split_history, trim_pieces
 from .sources import SpecKVSource, SpecPCSource
 
@@ -97,7 +97,7 @@ class _DocumentCompression(SpecPCSource):
         description="Share of tokens kept across all documents (the draft's, or target_tokenizer's).",
     )
     max_tokens: int | None = Field(
-        None, ge=0, description="Draft tokens kept across all documents (instead of keep_ratio)."
+        None, ge=0, description="Tokens kept across all documents, instead of keep_ratio (draft's or target's)."
     )
     instruction: str | None = Field(
         None, description="Task instruction the draft reads before the documents (never cut)."
@@ -263,6 +263,54 @@ class SpecPCCompressor(BaseDocumentCompressor, _DocumentCompression):
         if not docs:
             return []
         return await self._acompress(docs, question)
+
+    def compress_documents_batch(
+        self, batches: Sequence[Sequence[Document]], queries: Sequence[str]
+    ) -> list[list[Document]]:
+        """Several (documents, query) pairs with one :meth:`~specrag.SpecPC.compress_batch`
+        call: on a GPU their draft passes share forwards. Each result equals
+        ``compress_documents(documents, query)``.
+
+        Raises
+        ------
+        ValueError
+            If ``batches`` and ``queries`` differ in length, or a query is empty.
+        """
+        pairs = self._checked_pairs(batches, queries)
+        requests = self._requests(pairs)
+        results = self.get_specpc().compress_batch(requests, keep_ratio=self.keep_ratio, max_tokens=self.max_tokens)
+        return self._unbatch(pairs, results)
+
+    async def acompress_documents_batch(
+        self, batches: Sequence[Sequence[Document]], queries: Sequence[str]
+    ) -> list[list[Document]]:
+        """:meth:`compress_documents_batch` with the draft run in a worker thread."""
+        pairs = self._checked_pairs(batches, queries)
+        specpc = await self.aget_specpc()
+        requests = self._requests(pairs)
+        results = await specpc.acompress_batch(requests, keep_ratio=self.keep_ratio, max_tokens=self.max_tokens)
+        return self._unbatch(pairs, results)
+
+    @staticmethod
+    def _checked_pairs(
+        batches: Sequence[Sequence[Document]], queries: Sequence[str]
+    ) -> list[tuple[list[Document], str]]:
+        if len(batches) != len(queries):
+            raise ValueError(f"got {len(batches)} document lists but {len(queries)} queries; give one query per list")
+        return [(_check_documents(documents), _check_query(query)) for documents, query in zip(batches, queries)]
+
+    def _requests(self, pairs: list[tuple[list[Document], str]]) -> list[CompressRequest]:
+        return [
+            CompressRequest(documents=[d.page_content for d in docs], question=query, instruction=self.instruction)
+            for docs, query in pairs
+            if docs
+        ]
+
+    def _unbatch(
+        self, pairs: list[tuple[list[Document], str]], results: list[CompressionResult]
+    ) -> list[list[Document]]:
+        pending = iter(results)
+        return [self._wrap(docs, next(pending)) if docs else [] for docs, _ in pairs]
 
 
 # ---------------------------------------------------------------------------- transformer

@@ -59,7 +59,7 @@ from pydantic import (
 
 from ..core.models import LoadedModel
 from ..core.speckv import SpecKVResult
-from ..core.specpc import CompressedDocument, CompressionResult
+from ..core.specpc import CompressedDocument, CompressionResult, CompressRequest
 from .sources import SpecKVSource, SpecPCSource
 
 __all__ = ["METADATA_KEY", "SpecKVLLM", "SpecPCPostprocessor"]
@@ -176,7 +176,63 @@ class SpecPCPostprocessor(SpecPCSource, BaseNodePostprocessor):
         )
         return self._wrap(nodes, text_positions, result)
 
+    def postprocess_nodes_batch(
+        self, batches: Sequence[list[NodeWithScore]], queries: Sequence[str | QueryBundle]
+    ) -> list[list[NodeWithScore]]:
+        """Several (nodes, query) pairs with one :meth:`~specrag.SpecPC.compress_batch` call:
+        on a GPU their draft passes share forwards. Each result equals
+        ``postprocess_nodes(nodes, query_str=query)``.
+
+        Raises
+        ------
+        ValueError
+            If ``batches`` and ``queries`` differ in length, or a query is empty.
+        """
+        requests, plans = self._batch_requests(batches, queries)
+        results = self.get_specpc().compress_batch(requests, keep_ratio=self.keep_ratio, max_tokens=self.max_tokens)
+        return self._unbatch(batches, plans, results)
+
+    async def apostprocess_nodes_batch(
+        self, batches: Sequence[list[NodeWithScore]], queries: Sequence[str | QueryBundle]
+    ) -> list[list[NodeWithScore]]:
+        """:meth:`postprocess_nodes_batch` with the draft run in a worker thread."""
+        requests, plans = self._batch_requests(batches, queries)
+        specpc = await self.aget_specpc()
+        results = await specpc.acompress_batch(requests, keep_ratio=self.keep_ratio, max_tokens=self.max_tokens)
+        return self._unbatch(batches, plans, results)
+
     # ------------------------------------------------------------------ helpers
+    def _batch_requests(
+        self, batches: Sequence[list[NodeWithScore]], queries: Sequence[str | QueryBundle]
+    ) -> tuple[list[CompressRequest], list[list[int] | None]]:
+        """One request per pair with text nodes; per pair its text positions (None: no text)."""
+        if len(batches) != len(queries):
+            raise ValueError(f"got {len(batches)} node lists but {len(queries)} queries; give one query per list")
+        requests: list[CompressRequest] = []
+        plans: list[list[int] | None] = []
+        for nodes, query in zip(batches, queries, strict=True):
+            bundle = query if isinstance(query, QueryBundle) else QueryBundle(query_str=query)
+            question = _check_query(bundle)
+            positions = _text_positions(nodes)
+            plans.append(positions or None)
+            if positions:
+                requests.append(
+                    CompressRequest(documents=_texts(nodes, positions), question=question, instruction=self.instruction)
+                )
+        return requests, plans
+
+    def _unbatch(
+        self,
+        batches: Sequence[list[NodeWithScore]],
+        plans: list[list[int] | None],
+        results: list[CompressionResult],
+    ) -> list[list[NodeWithScore]]:
+        pending = iter(results)
+        return [
+            list(nodes) if positions is None else self._wrap(nodes, positions, next(pending))
+            for nodes, positions in zip(batches, plans, strict=True)
+        ]
+
     def _wrap(
         self, nodes: list[NodeWithScore], text_positions: list[int], result: CompressionResult
     ) -> list[NodeWithScore]:

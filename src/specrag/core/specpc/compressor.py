@@ -417,7 +417,7 @@ class SpecPC:
         *,
         keep_ratio: float | None = None,
         max_tokens: int | None = None,
-        batch_size: int = 8,
+        batch_size: int | None = None,
         max_batch_tokens: int = 32_768,
     ) -> list[CompressionResult]:
         """Compress many requests, their draft passes run as padded micro-batches.
@@ -427,7 +427,9 @@ class SpecPC:
         order and equal :meth:`compress` of each request (up to floating-point summation
         order in the draft). ``batch_size`` prompts of at most ``max_batch_tokens`` padded
         tokens go through the draft together (see :mod:`~specrag.core.specpc.batching`);
-        with ``lookahead > 1`` prompts run one by one. Every result's ``seconds`` is the
+        with ``lookahead > 1`` prompts run one by one. ``batch_size=None``: 8 on an
+        accelerator, 1 on a CPU, where a padded batch was slower than one prompt at a time
+        (0.78x the requests/s at 8, docs/benchmarks.md). Every result's ``seconds`` is the
         wall-clock time of the whole batch. A bad request raises before any draft pass, and
         its error names its position.
         """
@@ -438,6 +440,8 @@ class SpecPC:
             for position, request in enumerate(requests)
         ]
         jobs = [(plan, piece) for plan in plans for piece in plan.pieces]
+        if batch_size is None:
+            batch_size = 1 if self.draft.device.type == "cpu" else 8
         scores = self._score_pieces([piece for _, piece in jobs], batch_size, max_batch_tokens)
         results = []
         for plan in plans:
@@ -463,7 +467,7 @@ class SpecPC:
         *,
         keep_ratio: float | None = None,
         max_tokens: int | None = None,
-        batch_size: int = 8,
+        batch_size: int | None = None,
         max_batch_tokens: int = 32_768,
     ) -> list[CompressionResult]:
         """:meth:`compress_batch` in a worker thread, so the event loop keeps running."""
