@@ -39,6 +39,7 @@ from ..sentences import index_in_spans, sentence_spans
 from ..validation import validate_documents, validate_text
 from .batching import CompressRequest, as_request, micro_batches, pad_left
 from .costs import TokenCounter, resolve_costs
+from .prefix_cache import PrefixCache
 from .ranking import RankingContext, TokenKeys, build_steps, rank_tokens
 from .result import CompressionResult
 from .selection import build_document, select_units
@@ -191,6 +192,9 @@ class SpecPC:
         if self.settings.chat and not getattr(self.draft.tokenizer, "chat_template", None):
             raise ValueError(f"chat=True, but the tokenizer of draft {self.draft.name!r} has no chat template")
         self._start_layer = self._resolve_start_layer()
+        self.prefix_cache = PrefixCache(self.settings.prefix_cache_mb * 2**20)
+        """Draft KV caches of recent prompts (:mod:`~.prefix_cache`): ``len()``, ``size``,
+        ``hits``, ``reused_tokens``, ``clear()``."""
         enable_capture(self.draft.model)
         self._bos = self._leading_special_ids()
 
@@ -632,18 +636,27 @@ class SpecPC:
 
     @torch.inference_mode()
     def _score_piece(self, ids: list[int], question_tokens: int) -> np.ndarray:
-        """Run the draft over one piece; return each position's fp32 importance."""
+        """Run the draft over one piece; return each position's fp32 importance.
+
+        The longest prefix of ``ids`` the draft read in an earlier piece comes from the prefix
+        cache (:mod:`~.prefix_cache`), so only the tokens after it are forwarded; the window
+        queries are always among them. The piece's cache is kept for the next call.
+        """
         model = self.draft.model
-        input_ids = torch.tensor([ids], dtype=torch.long, device=self.draft.device)
+        window = min(self.settings.window, question_tokens)
+        token_ids = np.asarray(ids, dtype=np.int64)
+        reused, cache = self.prefix_cache.lookup(token_ids, limit=len(ids) - window)
+        lookahead = self.settings.lookahead
+        if cache is None and (lookahead > 1 or self.prefix_cache.max_bytes > 0):
+            cache = DynamicCache(config=model.config)
+        input_ids = torch.tensor([ids[reused:]], dtype=torch.long, device=self.draft.device)
         capture = AttentionCapture(
             num_keys=len(ids),
-            window=min(self.settings.window, question_tokens),
+            window=window,
             start_layer=self._start_layer,
             end_layer=self.settings.draft_layers,
         )
         with capture_attention(capture), suppress(StopForward):
-            lookahead = self.settings.lookahead
-            cache = DynamicCache(config=model.config) if lookahead > 1 else None
             output = model(input_ids, use_cache=cache is not None, logits_to_keep=1, **cache_argument(model, cache))
             eos = self.draft.tokenizer.eos_token_id
             for _ in range(lookahead - 1):
@@ -651,7 +664,14 @@ class SpecPC:
                 if eos is not None and int(next_token) == eos:
                     break
                 output = model(next_token, use_cache=True, logits_to_keep=1, **cache_argument(model, cache))
-        return self._checked(capture.result()[0].float().cpu().numpy())
+        scores = self._checked(capture.result()[0].float().cpu().numpy())
+        if cache is not None and self.prefix_cache.max_bytes > 0 and cache.is_croppable:
+            held = cache.get_seq_length()
+            if held > len(ids):  # the lookahead tokens are the draft's answer, not the prompt
+                cache.crop(len(ids) - held)
+            if cache.get_seq_length() == len(ids):
+                self.prefix_cache.store(token_ids, cache)
+        return scores
 
     def _checked(self, scores: np.ndarray) -> np.ndarray:
         """``scores``, refused if not finite: NaN ranks arbitrarily, a wrong context."""

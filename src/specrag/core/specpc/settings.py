@@ -36,6 +36,13 @@ class SpecPCSettings(BaseModel):
         "beside it. 'document' kept more on the development items (docs/benchmarks.md).",
     )
     separator: str = Field(" … ", description="Joins kept spans inside a document.")
+    prefix_cache_mb: int = Field(
+        512,
+        ge=0,
+        description="Draft KV cache kept of recent prompts, in MiB, so a follow-up question over "
+        "the same documents (or an agent's next turn over a grown history) forwards only the new "
+        "tokens; 0 turns prefix reuse off. Scores equal a fresh pass up to rounding.",
+    )
     max_draft_tokens: int | None = Field(
         None, ge=128, description="Longest draft pass; None = the draft's position limit."
     )
