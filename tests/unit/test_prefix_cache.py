@@ -110,3 +110,28 @@ def test_common_prefix() -> None:
     assert common_prefix(a, np.array([1, 2, 9])) == 2
     assert common_prefix(a, a) == 4 and common_prefix(a, np.array([], dtype=np.int64)) == 0
     assert common_prefix(a, np.array([1, 2, 3, 4, 5])) == 4
+
+
+def test_a_follow_up_embeds_only_its_new_texts(llama: LoadedModel) -> None:
+    import hashlib
+    import re
+
+    asked: list[list[str]] = []
+
+    def bag_of_words(texts: list[str]) -> np.ndarray:  # a real (crude) embedder that logs its inputs
+        asked.append(list(texts))
+        vectors = np.zeros((len(texts), 64))
+        for row, text in enumerate(texts):
+            for word in re.findall(r"\w+", text.lower()):
+                vectors[row, int(hashlib.md5(word.encode()).hexdigest(), 16) % 64] += 1.0
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
+
+    pc = SpecPC(llama, embedder=bag_of_words, window=8, progress=False)
+    fresh = SpecPC(llama, embedder=bag_of_words, window=8, progress=False, prefix_cache_mb=0)
+    pc.compress(DOCS, "How many arches?")
+    asked.clear()
+    follow = pc.compress(DOCS, "Who was the engineer?")
+    sentences = sum(len(a) for a in asked)
+    assert asked[0] == ["Who was the engineer?"]  # round 1: the sentences came from the memo
+    assert sentences <= 3  # plus the bridge queries of round 2
+    assert follow.texts == fresh.compress(DOCS, "Who was the engineer?").texts

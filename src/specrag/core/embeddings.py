@@ -15,6 +15,8 @@ import functools
 import hashlib
 import importlib.util
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -141,6 +143,40 @@ def resolve_embedder(embedder: Embedder | str | Any | None) -> Embedder | None:
     )
 
 
+class VectorMemo:
+    """A bounded, thread-safe memo of text -> vector, for one embedder.
+
+    A follow-up question over the same documents asks the same sentences again; with the
+    draft's prefix cache (:mod:`specrag.core.specpc.prefix_cache`) their embeddings would
+    otherwise be most of a follow-up's cost. Least recently used texts go first past
+    ``max_entries`` (20,000 MiniLM vectors take about 60 MB).
+    """
+
+    def __init__(self, max_entries: int = 20_000) -> None:
+        self.max_entries = max_entries
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._vectors)
+
+    def embed(self, embed: Embedder, texts: Sequence[str]) -> np.ndarray:
+        """Vectors of ``texts`` (one row each), embedding only the ones not seen, in one call."""
+        with self._lock:
+            missing = list(dict.fromkeys(text for text in texts if text not in self._vectors))
+        fresh = dict(zip(missing, _checked(embed, missing), strict=True)) if missing else {}
+        with self._lock:
+            rows = [fresh[text] if text in fresh else self._vectors[text] for text in texts]
+            for text in texts:
+                if text in fresh:
+                    self._vectors[text] = fresh[text]
+                self._vectors.move_to_end(text)
+            while len(self._vectors) > self.max_entries:
+                self._vectors.popitem(last=False)
+        return np.stack(rows) if rows else np.zeros((0, 1))
+
+
 class SentenceVectors:
     """The sentences of some documents embedded once, then scored against any number of queries.
 
@@ -155,6 +191,8 @@ class SentenceVectors:
         Embedded in the same call as the sentences, so round 1 costs one call.
     documents
         The texts whose sentences (:func:`~specrag.core.sentences.sentence_spans`) are scored.
+    memo
+        Reuse vectors of texts embedded before (:class:`VectorMemo`); ``None`` embeds all.
 
     Raises
     ------
@@ -162,14 +200,17 @@ class SentenceVectors:
         If ``embed`` returns another number of vectors than it was given texts.
     """
 
-    def __init__(self, embed: Embedder, question: str, documents: Sequence[str]) -> None:
+    def __init__(
+        self, embed: Embedder, question: str, documents: Sequence[str], memo: VectorMemo | None = None
+    ) -> None:
         self._embed = embed
         self.spans = [sentence_spans(text) if text.strip() else [] for text in documents]
         sentences = [text[a:b].strip() for text, doc_spans in zip(documents, self.spans) for a, b in doc_spans]
         self.vectors = np.zeros((0, 1))
         self.question_vector = np.zeros(1)
         if sentences:
-            vectors = _checked(embed, [question, *sentences])
+            texts = [question, *sentences]
+            vectors = memo.embed(embed, texts) if memo is not None else _checked(embed, texts)
             self.question_vector, self.vectors = vectors[0], vectors[1:]
 
     def relevance(self, query_vector: np.ndarray, char_starts: Sequence[np.ndarray]) -> list[np.ndarray]:

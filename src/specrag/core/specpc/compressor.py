@@ -32,7 +32,7 @@ from transformers import DynamicCache, PreTrainedTokenizerBase
 
 from ..attention import AttentionCapture, StopForward, capture_attention, enable_capture
 from ..budget import resolve_budget, resolve_call_budget
-from ..embeddings import Embedder, SentenceVectors, resolve_embedder
+from ..embeddings import Embedder, SentenceVectors, VectorMemo, resolve_embedder
 from ..models import LoadedModel, cache_argument, load_model
 from ..segmentation import DocumentTokens, tokenize_document
 from ..sentences import index_in_spans, sentence_spans
@@ -195,6 +195,7 @@ class SpecPC:
         self.prefix_cache = PrefixCache(self.settings.prefix_cache_mb * 2**20)
         """Draft KV caches of recent prompts (:mod:`~.prefix_cache`): ``len()``, ``size``,
         ``hits``, ``reused_tokens``, ``clear()``."""
+        self._vector_memo = VectorMemo() if self.settings.prefix_cache_mb else None
         enable_capture(self.draft.model)
         self._bos = self._leading_special_ids()
 
@@ -280,7 +281,11 @@ class SpecPC:
             doc_scores, pieces = draft_scores
         else:
             doc_scores, pieces = self._score(tokenized, question, instruction, budget, total)
-        vectors = SentenceVectors(self.embedder, question, docs) if self.embedder is not None and budget else None
+        vectors = (
+            SentenceVectors(self.embedder, question, docs, self._vector_memo)
+            if self.embedder is not None and budget
+            else None
+        )
         starts = [doc.token_anchors if doc is not None else np.zeros(0, dtype=np.int64) for doc in tokenized]
         scored = ScoredContext(
             documents=tuple(docs),

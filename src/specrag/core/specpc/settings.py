@@ -41,7 +41,8 @@ class SpecPCSettings(BaseModel):
         ge=0,
         description="Draft KV cache kept of recent prompts, in MiB, so a follow-up question over "
         "the same documents (or an agent's next turn over a grown history) forwards only the new "
-        "tokens; 0 turns prefix reuse off. Scores equal a fresh pass up to rounding.",
+        "tokens, and the sentence embeddings of texts seen before are reused too; 0 turns both "
+        "off. Scores equal a fresh pass up to rounding.",
     )
     max_draft_tokens: int | None = Field(
         None, ge=128, description="Longest draft pass; None = the draft's position limit."
