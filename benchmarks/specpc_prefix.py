@@ -38,21 +38,22 @@ def timed(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
 
 
 def follow_ups(cached: SpecPC, fresh: SpecPC, lengths: list[int], count: int, seed: int) -> None:
-    print("| context tokens | first compress s | follow-up s | follow-up / first | same kept text as fresh |")
-    print("|---|---|---|---|---|")
+    print("| requested length | draft tokens (median) | first s | follow-up s | follow-up / first | same as fresh |")
+    print("|---|---|---|---|---|---|")
     for length in lengths:
         items = build_items(["multihop"], [length], count + 1, seed, cached.draft.tokenizer)
-        firsts, follows, same = [], [], 0
+        firsts, follows, tokens, same = [], [], [], 0
         for item, other in zip(items, items[1:], strict=False):
             cached.prefix_cache.clear()
             docs = list(item.documents)
-            _, first = timed(cached.compress, docs, item.question)
+            opened, first = timed(cached.compress, docs, item.question)
+            tokens.append(opened.original_tokens)
             result, follow = timed(cached.compress, docs, other.question)
             same += result.texts == fresh.compress(docs, other.question).texts
             firsts.append(first)
             follows.append(follow)
         a, b = statistics.median(firsts), statistics.median(follows)
-        print(f"| {length} | {a:.2f} | {b:.2f} | {b / a:.2f} | {same}/{count} |")
+        print(f"| {length} | {statistics.median(tokens):.0f} | {a:.2f} | {b:.2f} | {b / a:.2f} | {same}/{count} |")
 
 
 def agent_turns(cached: SpecPC, fresh: SpecPC, turns: int, seed: int) -> None:

@@ -40,3 +40,14 @@ def qwen2() -> LoadedModel:
 def draft(llama: LoadedModel) -> LoadedModel:
     """The draft of SpecPC unit tests: the tiny Llama (modules may override it)."""
     return llama
+
+
+@pytest.fixture(scope="session")
+def draft_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The tiny Llama saved as a model folder, for code that loads a draft by path (the CLI,
+    a Ray Serve replica in another process)."""
+    folder = tmp_path_factory.mktemp("tiny-draft")
+    tiny = build_tiny_model("llama")
+    tiny.model.save_pretrained(folder)
+    tiny.tokenizer.save_pretrained(folder)
+    return str(folder)

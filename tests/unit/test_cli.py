@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from specrag import build_tiny_model
 from specrag.cli import app
 
 runner = CliRunner()
@@ -16,15 +15,6 @@ DOCS = {
     "a.txt": "The Eiffel Tower was finished in 1889. It is 330 metres tall and made of iron.",
     "b.txt": "東京タワーは1958年に完成した。Cooking pasta takes ten minutes in salted water.",
 }
-
-
-@pytest.fixture(scope="module")
-def draft_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    folder = tmp_path_factory.mktemp("tiny-draft")
-    tiny = build_tiny_model("llama")
-    tiny.model.save_pretrained(folder)
-    tiny.tokenizer.save_pretrained(folder)
-    return str(folder)
 
 
 @pytest.fixture()

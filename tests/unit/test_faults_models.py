@@ -138,15 +138,6 @@ def fake_pull(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return downloads
 
 
-@pytest.fixture(scope="module")
-def draft_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    folder = tmp_path_factory.mktemp("tiny-draft")
-    tiny = build_tiny_model("llama")
-    tiny.model.save_pretrained(folder)
-    tiny.tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
 # ------------------------------------------------------------------ 2. corrupted caches
 def test_conversion_records_every_file_in_the_manifest(bundle: Path) -> None:
     files = json.loads((bundle / MARKER_NAME).read_text())["files"]

@@ -19,7 +19,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..validation import validate_documents, validate_text
 
 
 class CompressRequest(BaseModel):
@@ -31,9 +33,20 @@ class CompressRequest(BaseModel):
     question: str = Field(description="What the kept context must answer.")
     instruction: str | None = Field(default=None, description="Placed before the documents; never cut.")
 
+    @model_validator(mode="after")
+    def _usable(self) -> CompressRequest:
+        # The checks compress() makes, at construction: a served batch refuses one bad
+        # request on its own instead of failing the requests batched with it.
+        validate_documents(self.documents)
+        validate_text("question", self.question, allow_empty=False)
+        if self.instruction is not None:
+            validate_text("instruction", self.instruction, allow_empty=True)
+        return self
+
 
 def as_request(value: CompressRequest | Mapping[str, Any], position: int) -> CompressRequest:
-    """``value`` as a :class:`CompressRequest`; a ``TypeError`` naming the request otherwise."""
+    """``value`` as a :class:`CompressRequest`; a ``TypeError`` (not a request) or a
+    ``ValueError`` (a bad field) naming the request otherwise."""
     if isinstance(value, CompressRequest):
         return value
     if not isinstance(value, Mapping):
@@ -44,8 +57,17 @@ def as_request(value: CompressRequest | Mapping[str, Any], position: int) -> Com
     try:
         return CompressRequest(**value)
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-        raise TypeError(f"request {position}: {problems}") from None
+        raise ValueError(f"request {position}: {describe(error)}") from None
+
+
+def describe(error: ValidationError) -> str:
+    """A pydantic error as one line: each problem as ``field: message``."""
+    problems = []
+    for problem in error.errors():
+        cause = problem.get("ctx", {}).get("error")  # our own validators' one-line message
+        message = str(cause) if cause is not None else problem["msg"]
+        problems.append(f"{'.'.join(map(str, problem['loc']))}: {message}" if problem["loc"] else message)
+    return "; ".join(problems)
 
 
 def micro_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int) -> Iterator[list[int]]:
