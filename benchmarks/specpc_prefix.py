@@ -6,7 +6,8 @@ Why this script
 SpecPC keeps the draft's KV cache of recent prompts (``prefix_cache_mb``), so a second
 question over the same documents forwards only the question, and an agent whose history
 grew at the end forwards only the new messages. This times, with the real draft and the
-default settings, (a) the first compression of bench multi-hop items at several lengths
+default settings, (a) the first compression of bench items (RULER needles: their filler
+reaches any length) at several lengths
 against a follow-up question over the same documents, checking that the follow-up keeps
 exactly what a fresh pass (``prefix_cache_mb=0``) keeps, and (b) the LangChain message
 trimmer over an agent history that grows by one tool result per turn, with reuse on and off.
@@ -37,11 +38,11 @@ def timed(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
     return out, time.perf_counter() - started
 
 
-def follow_ups(cached: SpecPC, fresh: SpecPC, lengths: list[int], count: int, seed: int) -> None:
+def follow_ups(cached: SpecPC, fresh: SpecPC, task: str, lengths: list[int], count: int, seed: int) -> None:
     print("| requested length | draft tokens (median) | first s | follow-up s | follow-up / first | same as fresh |")
     print("|---|---|---|---|---|---|")
     for length in lengths:
-        items = build_items(["multihop"], [length], count + 1, seed, cached.draft.tokenizer)
+        items = build_items([task], [length], count + 1, seed, cached.draft.tokenizer)
         firsts, follows, tokens, same = [], [], [], 0
         for item, other in zip(items, items[1:], strict=False):
             cached.prefix_cache.clear()
@@ -81,6 +82,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", default="2048,4096,8192")
     parser.add_argument("--items", type=int, default=3)
+    parser.add_argument(
+        "--task",
+        default="niah_single",
+        help="Follow-up items: a RULER task reaches any length (multi-hop stops near 3k).",
+    )
     parser.add_argument("--turns", type=int, default=6)
     parser.add_argument("--draft", default="smollm2-135m")
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch's default")
@@ -96,7 +102,7 @@ def main() -> None:
     print(
         f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; medians of {args.items}\n"
     )
-    follow_ups(cached, fresh, [int(n) for n in args.lengths.split(",")], args.items, args.seed)
+    follow_ups(cached, fresh, args.task, [int(n) for n in args.lengths.split(",")], args.items, args.seed)
     if args.turns:
         agent_turns(cached, fresh, args.turns, args.seed)
 

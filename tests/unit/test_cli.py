@@ -110,3 +110,14 @@ def test_models_list_json_names_every_bundle() -> None:
     assert result.exit_code == 0, result.output
     names = {entry["spec"]["name"] for entry in json.loads(result.stdout)}
     assert names == {"smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "gemma3-270m"}
+
+
+def test_target_tokenizer_counts_the_budget_in_that_models_tokens(draft_dir: str, files: list[str]) -> None:
+    args = ["compress", "-q", "How tall?", "-n", "10", "-d", draft_dir, "--json", "--embedder", "none"]
+    result = runner.invoke(app, [*args, "--target-tokenizer", draft_dir, *files])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["counted_in"].startswith("target tokens")
+    assert sum(doc["kept_tokens"] for doc in payload["documents"]) <= payload["budget"] == 10
+    missing = runner.invoke(app, [*args, "--target-tokenizer", "no-such-model", *files])
+    assert missing.exit_code != 0 and "no-such-model" in missing.output

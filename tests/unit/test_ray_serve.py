@@ -106,3 +106,18 @@ def test_a_bad_request_gets_one_line_and_spares_its_batch(served: tuple[str, Any
     assert handle.compress.remote(REQUESTS[1]).result(timeout_s=REQUEST_TIMEOUT)["texts"]
     with pytest.raises(Exception, match="question must not be empty"):
         handle.compress.remote({"documents": ["x"], "question": ""}).result(timeout_s=REQUEST_TIMEOUT)
+
+
+def test_serve_run_arguments_are_typed_or_refused_in_one_line() -> None:
+    from specrag.integrations.ray_serve import builder_options
+
+    assert builder_options({"keep_ratio": "0.25", "num_replicas": "2", "embedder": "none", "draft": "x"}) == {
+        "keep_ratio": 0.25,
+        "num_replicas": 2,
+        "embedder": None,
+        "draft": "x",
+    }
+    with pytest.raises(ValueError, match="max_tokens='many' is not an integer"):
+        builder_options({"max_tokens": "many"})
+    with pytest.raises(ValueError, match="unknown argument 'keep'"):
+        builder_options({"keep": "0.1"})

@@ -142,3 +142,37 @@ def specpc_app(draft: str = DEFAULT_DRAFT, *, num_replicas: int = 1, **options: 
     # @serve.deployment turns the class into a Deployment; mypy still sees the class.
     deployment: Any = SpecPCDeployment
     return deployment.options(num_replicas=num_replicas).bind(draft, **options)
+
+
+_NUMBERS: dict[str, type] = {
+    "keep_ratio": float,
+    "max_tokens": int,
+    "num_replicas": int,
+    "max_batch_size": int,
+    "batch_wait_timeout_s": float,
+}
+_TEXTS = ("draft", "device", "target_tokenizer", "embedder")
+
+
+def builder_options(args: dict[str, str]) -> dict[str, Any]:
+    """``serve run`` arguments (all strings) as :func:`specpc_app` keywords; ``embedder=none``
+    means attention alone. A one-line ``ValueError`` names an unknown or malformed argument."""
+    options: dict[str, Any] = {}
+    for name, text in args.items():
+        if name in _NUMBERS:
+            try:
+                options[name] = _NUMBERS[name](text)
+            except ValueError:
+                kind = "an integer" if _NUMBERS[name] is int else "a number"
+                raise ValueError(f"{name}={text!r} is not {kind}") from None
+        elif name in _TEXTS:
+            options[name] = None if name == "embedder" and text.strip().lower() == "none" else text
+        else:
+            raise ValueError(f"unknown argument {name!r}; expected some of {sorted([*_NUMBERS, *_TEXTS])}")
+    return options
+
+
+def app_builder(args: dict[str, str]) -> serve.Application:
+    """The application for Ray's CLI: ``serve run specrag.integrations.ray_serve:app_builder
+    keep_ratio=0.25 num_replicas=2`` (arguments as :func:`builder_options` reads them)."""
+    return specpc_app(**builder_options(args))
