@@ -156,3 +156,23 @@ def test_the_langchain_compressor_counts_in_target_tokens(llama: LoadedModel) ->
     assert 0 < sum(f["kept_tokens"] for f in figures) <= 25
     with pytest.raises(ValueError, match="target_tokenizer"):
         SpecPCCompressor(compressor=compressor.get_specpc(), target_tokenizer=target)
+
+
+def test_the_message_trimmer_counts_in_the_compressors_tokens(llama: LoadedModel) -> None:
+    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+
+    from specrag.integrations.langchain import trim_messages_with_specpc
+
+    target = other_tokenizer()
+    pc = SpecPC(llama, embedder=None, window=8, progress=False, target_tokenizer=target)
+    history = [
+        SystemMessage("Use the tool."),
+        HumanMessage("Who designed the bridge?"),
+        AIMessage("", tool_calls=[{"name": "search", "args": {}, "id": "c1"}]),
+        ToolMessage(" ".join(DOCS * 4), tool_call_id="c1"),
+        HumanMessage(QUESTION),
+    ]
+    trimmed = trim_messages_with_specpc(history, compressor=pc, max_tokens=120)
+    spent = sum(target_count(target, str(m.content)) for m in trimmed)
+    assert spent <= 120  # every message text, counted in the target's tokens
+    assert pc.count_tokens(QUESTION) == target_count(target, QUESTION) != len(llama.tokenizer.encode(QUESTION))

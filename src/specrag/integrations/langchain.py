@@ -203,8 +203,9 @@ class SpecPCCompressor(BaseDocumentCompressor, _DocumentCompression):
     compressor:
         A ready :class:`~specrag.SpecPC` instead of ``draft``/``settings``.
     keep_ratio, max_tokens:
-        Budget in draft tokens, shared by the documents of a call; neither means the
-        SpecPC's own (0.25 unless ``compressor`` says otherwise).
+        Budget in draft tokens (the target's with ``target_tokenizer``), shared by the
+        documents of a call; neither means the SpecPC's own (0.25 unless ``compressor`` says
+        otherwise).
     settings:
         :class:`~specrag.SpecPCSettings` fields, validated at construction.
     instruction:
@@ -423,7 +424,8 @@ def trim_messages_with_specpc(
     compressor:
         The SpecPC whose draft scores and counts tokens.
     max_tokens:
-        Budget for all message text, in draft tokens. Counts content text only (not chat
+        Budget for all message text, in the compressor's tokens (the draft's, or the target's
+        with ``target_tokenizer``). Counts content text only (not chat
         template tokens, not ``tool_calls`` arguments), each text piece encoded on its own.
     query:
         The question to compress against; default the text of the last ``HumanMessage``.
@@ -432,7 +434,7 @@ def trim_messages_with_specpc(
         ``AIMessage`` with ``tool_calls`` gets ``""`` instead, its usual shape). Placeholders
         count against the budget; where even they do not fit, ``""`` is used.
     short_message_tokens:
-        Older messages up to this many draft tokens are kept verbatim (trimming them saves
+        Older messages up to this many tokens are kept verbatim (trimming them saves
         little and a placeholder could cost more); 0 compresses every older message.
 
     Returns
@@ -475,10 +477,8 @@ def trim_messages_with_specpc(
             raise ValueError("the last HumanMessage has no text to compress against; pass query=...")
     question = _check_query(query)
 
-    tokenizer = compressor.draft.tokenizer
-
-    def count_text(text: str) -> int:
-        return len(tokenizer.encode(text, add_special_tokens=False)) if text else 0
+    def count_text(text: str) -> int:  # the compressor's budget count: draft or target tokens
+        return compressor.count_tokens(text)
 
     def count(content: Any) -> int:
         return sum(count_text(text) for _, text in _text_pieces(content))
@@ -496,7 +496,7 @@ def trim_messages_with_specpc(
     ]
 
     def rebuild(texts: list[str], filler: str) -> tuple[list[BaseMessage], int]:
-        """Messages with their pieces replaced by ``texts``, and the draft tokens spent."""
+        """Messages with their pieces replaced by ``texts``, and the tokens spent."""
         new_texts: dict[int, dict[int | None, str]] = {}
         for (index, block, _), text in zip(sources, texts, strict=True):
             new_texts.setdefault(index, {})[block] = text
@@ -579,7 +579,7 @@ class SpecPCMessageTrimmer(RunnableSerializable[Sequence[BaseMessage] | PromptVa
     :class:`SpecPCCompressor`, or given ready as ``compressor``.
     """
 
-    max_tokens: int = Field(ge=0, description="Budget for all message text, in draft tokens.")
+    max_tokens: int = Field(ge=0, description="Budget for all message text (draft's or target_tokenizer's tokens).")
     query: str | None = Field(None, description="Question to compress against; default the last human turn.")
     placeholder: str = Field(TRIMMED_PLACEHOLDER, description="Content of a fully trimmed message.")
     short_message_tokens: int = Field(32, ge=0, description="Older messages this short stay verbatim.")

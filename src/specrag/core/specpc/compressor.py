@@ -368,6 +368,11 @@ class SpecPC:
         ]
         return docs, question, instruction, tokenized
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` as the budget counts them: the draft's, or the target's with
+        ``target_tokenizer`` (what callers that fit other text around the context use)."""
+        return self.costs.count(text, self.draft.tokenizer)
+
     def _unit_costs(self, tokenized: Sequence[DocumentTokens | None]) -> list[np.ndarray | None]:
         """Each non-blank document's unit costs in the budget's tokens (:attr:`costs`)."""
         return [None if doc is None else self.costs.of(doc) for doc in tokenized]

@@ -43,6 +43,15 @@ class UnitCosts:
     _tokenizer: PreTrainedTokenizerBase | None = None
     _count: TokenCounter | None = None
 
+    def count(self, text: str, draft_tokenizer: PreTrainedTokenizerBase) -> int:
+        """Tokens of ``text`` in the budget's count (``draft_tokenizer`` when that is the draft's)."""
+        if not text:
+            return 0
+        if self._count is not None:
+            return self._count(text)
+        tokenizer = self._tokenizer if self._tokenizer is not None else draft_tokenizer
+        return len(tokenizer.encode(text, add_special_tokens=False))
+
     def of(self, doc: DocumentTokens) -> np.ndarray:
         """Cost of every unit of ``doc``, in the budget's tokens (non-negative integers)."""
         if self._tokenizer is not None:
