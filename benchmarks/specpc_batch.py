@@ -39,23 +39,32 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch's default")
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--task", default="multihop", help="Bench task of the requests (RULER ones reach any length).")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     pc = SpecPC(args.draft, device=args.device, progress=False)
-    items = build_items(["multihop"], [args.length], args.requests, args.seed, pc.draft.tokenizer)
+    items = build_items([args.task], [args.length], args.requests, args.seed, pc.draft.tokenizer)
     requests = [CompressRequest(documents=list(item.documents), question=item.question) for item in items]
     pc.compress_batch(requests[:2], batch_size=2)  # warm-up: kernels, MiniLM load
     reference = None
-    print(f"# {len(requests)} requests of ~{args.length} tokens; draft {pc.draft.name} on {pc.draft.device} ")
+    print(
+        f"# {len(requests)} {args.task} requests of ~{args.length} tokens; draft {pc.draft.name} on {pc.draft.device} "
+    )
     print(
         f"# ({pc.draft.model.dtype}); {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads\n"
     )
-    print("| batch size | seconds (median) | requests/s | vs batch 1 | same kept text as batch 1 |")
-    print("|---|---|---|---|---|")
+    cuda = pc.draft.device.type == "cuda"
+    print(
+        "| batch size | seconds (median) | requests/s | vs batch 1 | same kept text as batch 1 |"
+        + (" peak MiB |" if cuda else "")
+    )
+    print("|---|---|---|---|---|" + ("---|" if cuda else ""))
     base_rate = None
     for size in [int(s) for s in args.sizes.split(",")]:
         times = []
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
         for _ in range(args.repeats):
             started = time.perf_counter()
             results = pc.compress_batch(requests, batch_size=size)
@@ -66,7 +75,8 @@ def main() -> None:
         seconds = statistics.median(times)
         rate = len(requests) / seconds
         base_rate = base_rate or rate
-        print(f"| {size} | {seconds:.2f} | {rate:.2f} | {rate / base_rate:.2f}x | {same}/{len(requests)} |")
+        peak = f" {torch.cuda.max_memory_allocated() / 2**20:.0f} |" if cuda else ""
+        print(f"| {size} | {seconds:.2f} | {rate:.2f} | {rate / base_rate:.2f}x | {same}/{len(requests)} |" + peak)
 
 
 if __name__ == "__main__":
