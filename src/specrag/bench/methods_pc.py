@@ -70,11 +70,12 @@ PC_METHODS = (
     "specpc_fused",
     "specpc_max",
     "specpc_bridge",
+    "specpc_shallow",
     "oracle",
     *PEER_METHODS,
 )
 DRAFT_METHODS = frozenset(
-    {"selfinfo", "window", "specpc", "specpc_snap", "specpc_fused", "specpc_max", "specpc_bridge"}
+    {"selfinfo", "window", "specpc", "specpc_snap", "specpc_fused", "specpc_max", "specpc_bridge", "specpc_shallow"}
 )
 """Methods whose scores depend on the draft (their result key includes the draft's name)."""
 
@@ -260,7 +261,7 @@ def make_pc_method(
         return Truncate()
     if name == "random":
         return RandomUnits(seed)
-    if name in ("sentence", "specpc_fused", "specpc_max", "specpc_bridge") and embed is None:
+    if name in ("sentence", "specpc_fused", "specpc_max", "specpc_bridge", "specpc_shallow") and embed is None:
         from ..core.embeddings import embed as minilm_embed
 
         embed = minilm_embed
@@ -294,6 +295,19 @@ def make_pc_method(
     if name == "specpc_bridge":
         assert draft is not None
         return DraftAttention(name, draft, shared=shared, embedder=embed, snap="sentence", fusion="max", bridge=True)
+    if name == "specpc_shallow":  # the default ranking over a truncated draft: layers 3-10 of 30
+        assert draft is not None
+        return DraftAttention(
+            name,
+            draft,
+            shared=shared,
+            embedder=embed,
+            snap="sentence",
+            fusion="max",
+            bridge=True,
+            start_layer=draft.num_layers // 9,
+            draft_layers=draft.num_layers // 3,
+        )
     if name == "oracle":
         if target is None:
             raise ValueError("method 'oracle' needs the target model")
