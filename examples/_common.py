@@ -10,10 +10,10 @@ stay in the scripts on purpose: they are the few lines a reader comes to copy.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from specrag import load_model
+from specrag import load_model, load_tokenizer
 from specrag.core.embeddings import embed
 from specrag.core.specpc import DEFAULT_DRAFT
 from specrag.demo import (
@@ -90,30 +90,40 @@ def _draft_tokens(draft: str, text: str) -> int:
     return len(load_model(draft).tokenizer.encode(text, add_special_tokens=False))
 
 
+def _counter(name: str) -> Callable[[str], int]:
+    """Tokens of a text in the tokenizer of ``name`` (a bundle, folder or hub id)."""
+    tokenizer = load_tokenizer(name)
+    return lambda text: len(tokenizer.encode(text, add_special_tokens=False))
+
+
 def print_report(
     question: Question,
     retrieved: Sequence[tuple[str, str, str]],
     kept: dict[str, int],
     context: str,
     draft: str,
+    counted_in: str | None = None,
 ) -> None:
     """Print retrieved vs kept tokens per passage, the totals and the compressed context.
 
     ``retrieved`` holds ``(id, title, text)`` of what the retriever returned; ``kept`` maps
-    the ids that survived compression to their kept draft tokens, as the adapter's metadata
-    reports them (dropped passages are absent).
+    the ids that survived compression to their kept tokens, as the adapter's metadata
+    reports them (dropped passages are absent). ``counted_in``: the tokenizer the budget
+    counts in (SpecPC's ``target_tokenizer``), when it is not the draft's.
     """
+    counter = _counter(counted_in) if counted_in else None
     print(f"Question: {question.text}")
     total = 0
     print(f"Retrieved {len(retrieved)} passages:")
     for passage_id, title, text in retrieved:
-        tokens = _draft_tokens(draft, text)
+        tokens = counter(text) if counter else _draft_tokens(draft, text)
         total += tokens
         fate = f"kept {kept[passage_id]}" if passage_id in kept else "dropped"
-        print(f"  {passage_id:<20} {tokens:>4} draft tokens -> {fate:<8}  {title}")
+        print(f"  {passage_id:<20} {tokens:>4} tokens -> {fate:<8}  {title}")
     kept_total = sum(kept.values())
     share = kept_total / total if total else 1.0
-    print(f"Tokens: {total} retrieved -> {kept_total} kept ({share:.0%}, {draft} tokenizer)")
+    label = "the target's tokenizer" if counted_in else f"{draft} tokenizer"
+    print(f"Tokens: {total} retrieved -> {kept_total} kept ({share:.0%}, {label})")
     print("Compressed context:\n----")
     print(context)
     print("----")

@@ -109,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         kept,
         format_docs(compressed),
         args.draft,
+        target_tokenizer(args),
     )
     before, after = prompt_tokens(full_reply), prompt_tokens(compressed_reply)
     if before is None or after is None:
