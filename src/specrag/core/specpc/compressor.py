@@ -453,13 +453,13 @@ class SpecPC:
             self._plan(as_request(request, position), position, ratio, absolute)
             for position, request in enumerate(requests)
         ]
-        jobs = [(plan, piece) for plan in plans for piece in plan.pieces]
         if batch_size is None:
             batch_size = 1 if self.draft.device.type == "cpu" else 8
-        scores = self._score_pieces([piece for _, piece in jobs], batch_size, max_batch_tokens)
+        scores = self._score_pieces([piece for plan in plans for piece in plan.pieces], batch_size, max_batch_tokens)
         results = []
+        first = 0  # scores come back in the order of the pieces: each plan's are a run
         for plan in plans:
-            mine = [score for (owner, _), score in zip(jobs, scores, strict=True) if owner is plan]
+            mine, first = scores[first : first + len(plan.pieces)], first + len(plan.pieces)
             doc_scores = _assemble(plan.tokenized, plan.total, plan.pieces, mine)
             scored = self._scored(
                 plan.docs,
