@@ -313,15 +313,45 @@ def bench(
     tables: Annotated[Path | None, typer.Option(help="Write markdown tables (95 % CIs) here.")] = None,
     img_dir: Annotated[Path | None, typer.Option(help="Write plots here.")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads (1 is fastest on a busy CPU).")] = None,
+    export_kv_prompts: Annotated[
+        Path | None,
+        typer.Option(help="Write the KV rows' prompts and budgets here for the kvpress worker, and stop."),
+    ] = None,
+    import_kvpress: Annotated[
+        list[Path] | None,
+        typer.Option(help="Add the kvpress worker's answers (JSONL) to --out as kvpress_* rows, and stop."),
+    ] = None,
 ) -> None:
-    """Benchmark prompt-compression and KV methods at equal budgets (resumable)."""
-    from .bench.suite import run_command
+    """Benchmark prompt-compression and KV methods at equal budgets (resumable).
+
+    kvpress's presses run in their own environment: --export-kv-prompts, then
+    src/specrag/bench/kvpress_worker.py there, then --import-kvpress (docs/kvpress.md).
+    """
+    from .bench.suite import export_command, import_command, run_command
 
     def run() -> None:
         if threads is not None:
             import torch
 
             torch.set_num_threads(threads)
+        if export_kv_prompts is not None:
+            count = export_command(
+                tasks=tasks,
+                lengths=lengths,
+                limit=limit,
+                seed=seed,
+                budgets=budgets,
+                target=target,
+                max_new_tokens=max_new_tokens,
+                device=device,
+                path=export_kv_prompts,
+            )
+            err.print(f"{count} prompts in {escape(str(export_kv_prompts))}", soft_wrap=True)
+            return
+        if import_kvpress:
+            added = import_command(import_kvpress, out=out, budgets=budgets, tables=tables)
+            err.print(f"{added} kvpress results added to {escape(str(out))}", soft_wrap=True)
+            return
         records = run_command(
             tasks=tasks,
             lengths=lengths,

@@ -62,7 +62,13 @@ class KVMethod:
         """Cache entries at ``ratio`` of the prompt; the full cache when ``ratio`` is None."""
         if ratio is None or self.name == "kv_full":
             return NO_EVICTION
-        return max(32, int(ratio * prompt_tokens + 0.5))
+        return kv_entries(prompt_tokens, ratio)
+
+
+def kv_entries(prompt_tokens: int, ratio: float) -> int:
+    """Cache entries per layer at ``ratio`` of a prompt (never below 32, SpecKV's floor):
+    every KV row, SpecKV's and kvpress's, is held to this number."""
+    return max(32, int(ratio * prompt_tokens + 0.5))
 
 
 def make_kv_method(name: str, *, target: LoadedModel, draft: LoadedModel | None) -> KVMethod:

@@ -29,6 +29,7 @@ from ..core.models import LoadedModel
 from ..core.speckv import SpecKV
 from ..core.specpc import ScoredContext
 from .budget import budget_tokens, target_units
+from .kvpress_worker import METHOD_PREFIX as KVPRESS_PREFIX
 from .methods_kv import (
     KV_DRAFT_METHODS,
     KV_METHODS,
@@ -53,6 +54,8 @@ from .tasks import BenchItem, build_items
 INSTRUCTION = "Answer the question with a short phrase copied from the documents. No explanation."
 DOCUMENT_TEMPLATE = "Documents:\n\n{context}\n\nQuestion: {question}\nAnswer:"
 """SpecKV's default document template, repeated here to count full-prompt tokens."""
+ANSWER_STOP = ("\n",)
+"""Answers are one line: generation stops at the first newline."""
 
 
 @dataclass
@@ -72,6 +75,12 @@ class SuiteConfig:
 
     def validate(self) -> None:
         unknown = [m for m in self.methods if m not in PC_METHODS and m not in KV_METHODS]
+        external = [m for m in unknown if m.startswith(KVPRESS_PREFIX)]
+        if external:
+            raise ValueError(
+                f"{external} run in kvpress's own environment, not here: use --export-kv-prompts, "
+                "the kvpress worker, then --import-kvpress (docs/kvpress.md)"
+            )
         if unknown:
             raise ValueError(f"unknown method(s) {unknown}; expected some of {PC_METHODS + KV_METHODS}")
         bad = [b for b in self.budgets if not 0.0 < b <= 1.0]
@@ -114,6 +123,24 @@ def _reset_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def kv_prompt_ids(engine: SpecKV, item: BenchItem) -> list[int]:
+    """The token ids every KV row's target reads for ``item``: the chat template around the
+    instruction and :data:`DOCUMENT_TEMPLATE` (what :meth:`SpecKV.generate` renders from the
+    same messages and documents)."""
+    full_prompt = DOCUMENT_TEMPLATE.format(context="\n\n".join(item.documents), question=item.question)
+    return engine.render([{"role": "system", "content": INSTRUCTION}, {"role": "user", "content": full_prompt}])
+
+
+def scored_answer(prediction: str, answers: Sequence[str], require_all: bool) -> dict[str, Any]:
+    """EM, F1 and containment of a target's answer (all answers joined where all are needed)."""
+    return {
+        "prediction": prediction,
+        "em": exact_match(prediction, answers if not require_all else [", ".join(answers)]),
+        "f1": token_f1(prediction, answers if not require_all else [" ".join(answers)]),
+        "answer_contained": answer_contained(prediction, answers, require_all=require_all),
+    }
+
+
 class _Answerer:
     """The target answering a (compressed or full) prompt with a full cache: greedy, short."""
 
@@ -125,17 +152,13 @@ class _Answerer:
         runner = engine or self.engine
         messages = [{"role": "system", "content": INSTRUCTION}, {"role": "user", "content": item.question}]
         result = runner.generate(
-            messages, documents=[d for d in documents if d] or [""], max_new_tokens=self.max_new_tokens, stop=["\n"]
+            messages,
+            documents=[d for d in documents if d] or [""],
+            max_new_tokens=self.max_new_tokens,
+            stop=list(ANSWER_STOP),
         )
         prediction = result.text.strip()
-        figures = kv_figures(result)
-        return {
-            "prediction": prediction,
-            "em": exact_match(prediction, item.answers if not item.require_all else [", ".join(item.answers)]),
-            "f1": token_f1(prediction, item.answers if not item.require_all else [" ".join(item.answers)]),
-            "answer_contained": answer_contained(prediction, item.answers, require_all=item.require_all),
-            **figures,
-        }
+        return {**scored_answer(prediction, item.answers, item.require_all), **kv_figures(result)}
 
 
 def run_suite(
@@ -249,13 +272,8 @@ def run_suite(
                     emit(record)
             bar.update(1)
         if kv_names:
-            full_prompt = DOCUMENT_TEMPLATE.format(context="\n\n".join(item.documents), question=item.question)
             assert answerer is not None
-            prompt_tokens = len(
-                answerer.engine.render(
-                    [{"role": "system", "content": INSTRUCTION}, {"role": "user", "content": full_prompt}]
-                )
-            )
+            prompt_tokens = len(kv_prompt_ids(answerer.engine, item))
         for name in kv_names:
             budgets = [1.0] if name == "kv_full" else list(config.budgets)
             for budget in budgets:

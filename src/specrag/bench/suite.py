@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from ..core.models import LoadedModel, load_model
+from .kvpress_io import KVPRESS_METHODS, export_kv_prompts, import_kvpress
 from .methods_kv import KV_DRAFT_METHODS, KV_METHODS, UNAVAILABLE
 from .methods_pc import DRAFT_METHODS, PC_METHODS
 from .plots import accuracy_vs_budget, ttft_vs_length
 from .report import complete_items, cost_table, label, metric_table, paired_table
 from .runner import SuiteConfig, load_records, run_suite
 
-ORDER = PC_METHODS + KV_METHODS
+ORDER = PC_METHODS + KV_METHODS + KVPRESS_METHODS
 
 
 def parse_list(text: str, kind: type = str) -> list[Any]:
@@ -103,6 +104,10 @@ def summarise(
                         "\nKV methods paired against `kv_snapkv` (window-only eviction) on the same items (EM):\n"
                     )
                     parts.append(paired_table(kv, "em", "kv_snapkv", budgets, where=here, order=ORDER))
+                best = _best_kvpress(kv, here)
+                if best is not None:
+                    parts.append(f"\nKV methods paired against `{best}`, the best kvpress press here (EM):\n")
+                    parts.append(paired_table(kv, "em", best, budgets, where=here, order=ORDER))
             if img_dir is not None and any(here(r) for r in pc):
                 accuracy_vs_budget(
                     pc,
@@ -130,6 +135,53 @@ def summarise(
             "\nKV rows not measured (no SpecKV mode): " + ", ".join(f"`{m}` ({UNAVAILABLE[m]})" for m in missing) + "\n"
         )
     return "\n".join(parts)
+
+
+def _best_kvpress(records: Sequence[dict[str, Any]], where: Callable[[dict[str, Any]], bool]) -> str | None:
+    """The kvpress row with the highest mean EM over all its budgets (None without kvpress rows)."""
+    scores: dict[str, list[float]] = {}
+    for record in records:
+        if where(record) and record["method"] in KVPRESS_METHODS:
+            scores.setdefault(label(record), []).append(float(record["em"]))
+    return max(scores, key=lambda row: (sum(scores[row]) / len(scores[row]), row)) if scores else None
+
+
+def export_command(
+    *,
+    tasks: str,
+    lengths: str,
+    limit: int,
+    seed: int,
+    budgets: str,
+    target: str,
+    max_new_tokens: int,
+    device: str,
+    path: Path,
+    loaded: dict[str, LoadedModel] | None = None,
+) -> int:
+    """``specrag bench --export-kv-prompts``: the KV rows' prompts for the kvpress worker."""
+    config = SuiteConfig(
+        tasks=parse_list(tasks),
+        lengths=parse_list(lengths, int),
+        limit=limit,
+        seed=seed,
+        methods=list(KV_METHODS),
+        budgets=parse_list(budgets, float),
+        max_new_tokens=max_new_tokens,
+    )
+    config.validate()
+    model = (loaded or {}).get(target) or load_model(target, device)
+    return export_kv_prompts(config, model, path)
+
+
+def import_command(results: Sequence[Path], *, out: Path, budgets: str, tables: Path | None) -> int:
+    """``specrag bench --import-kvpress``: add the worker's answers to ``out`` (and tables)."""
+    added = import_kvpress(results, out)
+    if tables is not None:
+        tables.parent.mkdir(parents=True, exist_ok=True)
+        records = list(load_records(out).values())
+        tables.write_text(summarise(records, parse_list(budgets, float), stem=out.stem), encoding="utf-8")
+    return added
 
 
 def run_command(
