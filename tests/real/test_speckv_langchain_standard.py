@@ -22,6 +22,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 
+from chat_standard import ChatSpecKVDeclarations
 from specrag import LoadedModel, load_model
 from specrag.langchain import ChatSpecKV
 
@@ -33,39 +34,10 @@ def _smollm() -> LoadedModel:
     return load_model("smollm2-135m")
 
 
-class TestChatSpecKVIntegration(ChatModelIntegrationTests):
-    @property
-    def chat_model_class(self) -> type[ChatSpecKV]:
-        return ChatSpecKV
-
+class TestChatSpecKVIntegration(ChatSpecKVDeclarations, ChatModelIntegrationTests):
     @property
     def chat_model_params(self) -> dict[str, Any]:
         return {"target": _smollm(), "draft": _smollm(), "budget": 256, "max_tokens": 48}
-
-    @property
-    def standard_chat_model_params(self) -> dict[str, Any]:
-        # No API key, timeout or retries for a local model; ChatSpecKV rejects unknown
-        # keywords rather than ignoring them (as in the unit suite).
-        params = dict(super().standard_chat_model_params)
-        for name in ("api_key", "timeout", "max_retries"):
-            params.pop(name, None)
-        return params
-
-    @property
-    def has_tool_calling(self) -> bool:
-        return False
-
-    @property
-    def has_structured_output(self) -> bool:
-        return False
-
-    @property
-    def supports_json_mode(self) -> bool:
-        return False
-
-    @property
-    def returns_usage_metadata(self) -> bool:
-        return True
 
 
 def test_a_tool_call_history_is_refused_in_one_line_by_a_template_without_tools() -> None:

@@ -15,6 +15,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_tests.unit_tests import ChatModelUnitTests
 
+from chat_standard import ChatSpecKVDeclarations
 from specrag import SpecKV, build_tiny_model
 from specrag.langchain import ChatSpecKV
 
@@ -27,54 +28,12 @@ QUESTION = (
 )
 
 
-class TestChatSpecKVStandard(ChatModelUnitTests):
+class TestChatSpecKVStandard(ChatSpecKVDeclarations, ChatModelUnitTests):
     """LangChain's own contract tests, with what ChatSpecKV does not do declared."""
-
-    @property
-    def chat_model_class(self) -> type[ChatSpecKV]:
-        return ChatSpecKV
 
     @property
     def chat_model_params(self) -> dict[str, Any]:
         return {"target": TARGET, "draft": DRAFT, "budget": 64}
-
-    @property
-    def standard_chat_model_params(self) -> dict[str, Any]:
-        # A local model has no API key, network timeout or retries. ChatSpecKV rejects
-        # unknown keywords instead of ignoring them, so the suite's defaults for those
-        # three are left out rather than silently accepted.
-        params = dict(super().standard_chat_model_params)
-        for name in ("api_key", "timeout", "max_retries"):
-            params.pop(name, None)
-        return params
-
-    @property
-    def has_tool_calling(self) -> bool:
-        return False
-
-    @property
-    def has_structured_output(self) -> bool:
-        return False
-
-    @property
-    def supports_json_mode(self) -> bool:
-        return False
-
-    @property
-    def supports_image_inputs(self) -> bool:
-        return False
-
-    @property
-    def supports_audio_inputs(self) -> bool:
-        return False
-
-    @property
-    def supports_pdf_inputs(self) -> bool:
-        return False
-
-    @property
-    def returns_usage_metadata(self) -> bool:
-        return True
 
 
 @pytest.fixture(scope="module")

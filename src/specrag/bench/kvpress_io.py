@@ -27,7 +27,6 @@ from .budget import target_units
 from .kvpress_worker import METHOD_PREFIX, PRESSES
 from .methods_kv import NO_EVICTION, kv_entries
 from .runner import ANSWER_STOP, SuiteConfig, kv_prompt_ids, load_records, result_key, scored_answer
-from .tasks import build_items
 
 KVPRESS_METHODS = tuple(f"{METHOD_PREFIX}{name}" for name in PRESSES)
 """Bench rows the worker can fill (``kvpress_snapkv``, ...)."""
@@ -38,14 +37,7 @@ _REQUIRED = ("key", "item", "press", "budget", "entries", "prediction", "ttft_s"
 def export_kv_prompts(config: SuiteConfig, target: LoadedModel, path: Path) -> int:
     """Write one JSON line per item of ``config`` (its tasks, lengths, limit, seed, budgets,
     ``max_new_tokens``) for the kvpress worker; returns how many were written."""
-    items = build_items(
-        config.tasks,
-        config.lengths,
-        config.limit,
-        config.seed,
-        target.tokenizer,
-        quoref_examples=config.quoref_examples,
-    )
+    items = config.items(target.tokenizer)
     engine = SpecKV(target, None, budget=NO_EVICTION)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as handle:

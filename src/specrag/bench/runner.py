@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
 
 from ..core.models import LoadedModel
 from ..core.speckv import SpecKV
@@ -72,6 +73,12 @@ class SuiteConfig:
     max_new_tokens: int = 16
     out: Path = Path("bench-results.jsonl")
     quoref_examples: Sequence[Any] | None = field(default=None, repr=False)
+
+    def items(self, tokenizer: PreTrainedTokenizerBase) -> list[BenchItem]:
+        """The items of this configuration, lengths counted by ``tokenizer`` (the target's)."""
+        return build_items(
+            self.tasks, self.lengths, self.limit, self.seed, tokenizer, quoref_examples=self.quoref_examples
+        )
 
     def validate(self) -> None:
         unknown = [m for m in self.methods if m not in PC_METHODS and m not in KV_METHODS]
@@ -188,14 +195,7 @@ def run_suite(
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     records = load_records(out)
-    items = build_items(
-        config.tasks,
-        config.lengths,
-        config.limit,
-        config.seed,
-        target.tokenizer,
-        quoref_examples=config.quoref_examples,
-    )
+    items = config.items(target.tokenizer)
     draft_name = draft.name if draft is not None else None
     pc_names = [m for m in config.methods if m in PC_METHODS]
     kv_names = [m for m in config.methods if m in KV_METHODS and m not in UNAVAILABLE]
