@@ -120,6 +120,10 @@ class _Plan:
     pieces: list[_Piece]
 
 
+_ONE_BY_ONE = 1 << 62
+"""``max_batch_tokens`` of single-request calls: batch size 1, so no token cap applies."""
+
+
 class SpecPC:
     """Prompt compression with draft-model attention (SpecPC), for RAG contexts.
 
@@ -217,12 +221,9 @@ class SpecPC:
         """
         started = time.perf_counter()
         ratio, absolute = self._call_budget(keep_ratio, max_tokens)
-        docs, question, instruction, tokenized = self._prepare(documents, question, instruction)
-        costs = self._unit_costs(tokenized)
-        budget = resolve_budget(_total(costs), ratio, absolute)
-        total = sum(t.num_tokens for t in tokenized if t is not None)
-        scored = self._scored(docs, question, instruction, tokenized, budget, total, started)
-        return self._result(scored, budget, costs)
+        plan = self._plan(documents, question, instruction, ratio, absolute)
+        (scored,) = self._run([plan], 1, _ONE_BY_ONE, started)
+        return self._result(scored, plan.budget, plan.costs)
 
     def score(
         self,
@@ -244,11 +245,11 @@ class SpecPC:
         settings costs one draft pass. ``ValueError`` if the inputs or the pass differ.
         """
         started = time.perf_counter()
-        docs, question, instruction, tokenized = self._prepare(documents, question, instruction)
-        total = sum(t.num_tokens for t in tokenized if t is not None)
-        if reuse is not None:
-            self._check_reuse(reuse, docs, question, instruction)
-        return self._scored(docs, question, instruction, tokenized, total, total, started, reuse)
+        plan = self._plan(documents, question, instruction, None, None, budgeted=False)
+        if reuse is None:
+            return self._run([plan], 1, _ONE_BY_ONE, started)[0]
+        self._check_reuse(reuse, plan.docs, plan.question, plan.instruction)
+        return self._scored(plan, (list(reuse.scores), reuse.pieces), started)
 
     def _check_reuse(self, reuse: ScoredContext, docs: list[str], question: str, instruction: str | None) -> None:
         if (reuse.documents, reuse.question, reuse.instruction) != (tuple(docs), question, instruction):
@@ -259,31 +260,28 @@ class SpecPC:
                 f"({', '.join(_PASS_SETTINGS)}, start_layer); score anew instead"
             )
 
-    def _scored(
-        self,
-        docs: list[str],
-        question: str,
-        instruction: str | None,
-        tokenized: list[DocumentTokens | None],
-        budget: int,
-        total: int,
-        started: float,
-        reuse: ScoredContext | None = None,
-        draft_scores: tuple[list[np.ndarray], int] | None = None,
-    ) -> ScoredContext:
-        """The draft pass (or ``reuse``'s scores, or ``draft_scores`` from a batched pass:
-        per-document scores and the passes they took), sentence relevance (with an embedder)
-        and the bridge round (with ``bridge=True``); nothing but the draft pass runs when the
-        budget is 0."""
-        if reuse is not None:
-            doc_scores, pieces = list(reuse.scores), reuse.pieces
-        elif draft_scores is not None:
-            doc_scores, pieces = draft_scores
-        else:
-            doc_scores, pieces = self._score(tokenized, question, instruction, budget, total)
+    def _run(
+        self, plans: Sequence[_Plan], batch_size: int, max_batch_tokens: int, started: float
+    ) -> list[ScoredContext]:
+        """Every plan's draft pass (all their pieces, micro-batched by ``batch_size``), then
+        each one's relevance and bridge round (:meth:`_scored`)."""
+        scores = self._score_pieces([piece for plan in plans for piece in plan.pieces], batch_size, max_batch_tokens)
+        scored, first = [], 0  # scores come back in the order of the pieces: each plan's are a run
+        for plan in plans:
+            mine, first = scores[first : first + len(plan.pieces)], first + len(plan.pieces)
+            doc_scores = _assemble(plan.tokenized, plan.total, plan.pieces, mine)
+            scored.append(self._scored(plan, (doc_scores, len(plan.pieces)), started))
+        return scored
+
+    def _scored(self, plan: _Plan, draft_scores: tuple[list[np.ndarray], int], started: float) -> ScoredContext:
+        """A plan's draft scores (per document, and the passes they took), with sentence
+        relevance (with an embedder) and the bridge round (with ``bridge``); the embedder is
+        not called when the budget is 0."""
+        docs, question, instruction, tokenized = plan.docs, plan.question, plan.instruction, plan.tokenized
+        doc_scores, pieces = draft_scores
         vectors = (
             SentenceVectors(self.embedder, question, docs, self._vector_memo)
-            if self.embedder is not None and budget
+            if self.embedder is not None and plan.budget
             else None
         )
         starts = [doc.token_anchors if doc is not None else np.zeros(0, dtype=np.int64) for doc in tokenized]
@@ -450,28 +448,13 @@ class SpecPC:
         started = time.perf_counter()
         ratio, absolute = self._call_budget(keep_ratio, max_tokens)
         plans = [
-            self._plan(as_request(request, position), position, ratio, absolute)
+            self._batch_plan(as_request(request, position), position, ratio, absolute)
             for position, request in enumerate(requests)
         ]
         if batch_size is None:
             batch_size = 1 if self.draft.device.type == "cpu" else 8
-        scores = self._score_pieces([piece for plan in plans for piece in plan.pieces], batch_size, max_batch_tokens)
-        results = []
-        first = 0  # scores come back in the order of the pieces: each plan's are a run
-        for plan in plans:
-            mine, first = scores[first : first + len(plan.pieces)], first + len(plan.pieces)
-            doc_scores = _assemble(plan.tokenized, plan.total, plan.pieces, mine)
-            scored = self._scored(
-                plan.docs,
-                plan.question,
-                plan.instruction,
-                plan.tokenized,
-                plan.budget,
-                plan.total,
-                started,
-                draft_scores=(doc_scores, len(plan.pieces)),
-            )
-            results.append(self._result(scored, plan.budget, plan.costs))
+        scored = self._run(plans, batch_size, max_batch_tokens, started)
+        results = [self._result(one, plan.budget, plan.costs) for one, plan in zip(scored, plans, strict=True)]
         seconds = time.perf_counter() - started
         return [result.model_copy(update={"seconds": seconds}) for result in results]
 
@@ -494,25 +477,42 @@ class SpecPC:
             max_batch_tokens=max_batch_tokens,
         )
 
-    def _plan(self, request: CompressRequest, position: int, ratio: float | None, absolute: int | None) -> _Plan:
-        """Validate one request of a batch and lay out its draft prompts (no draft pass)."""
+    def _plan(
+        self,
+        documents: Sequence[str],
+        question: str,
+        instruction: str | None,
+        ratio: float | None,
+        absolute: int | None,
+        *,
+        budgeted: bool = True,
+    ) -> _Plan:
+        """Validate one request and lay out its draft prompts: everything before the draft
+        pass, shared by :meth:`compress`, :meth:`score` and :meth:`compress_batch`.
+
+        ``budgeted=False`` (:meth:`score`, which selects later under any budget): no unit
+        costs in the budget's tokens, and every document is laid out.
+        """
+        docs, question, instruction, tokenized = self._prepare(documents, question, instruction)
+        total = sum(t.num_tokens for t in tokenized if t is not None)
+        costs: list[np.ndarray | None] = self._unit_costs(tokenized) if budgeted else [None] * len(tokenized)
+        budget = resolve_budget(_total(costs), ratio, absolute) if budgeted else total
+        pieces = self._layout_pieces(tokenized, question, instruction) if budget else []  # budget 0: no pass
+        return _Plan(docs, question, instruction, tokenized, costs, budget, total, pieces)
+
+    def _batch_plan(self, request: CompressRequest, position: int, ratio: float | None, absolute: int | None) -> _Plan:
+        """:meth:`_plan` of one request of a batch; its errors name its position."""
         try:
-            docs, question, instruction, tokenized = self._prepare(
-                request.documents, request.question, request.instruction
-            )
-            costs = self._unit_costs(tokenized)
-            budget = resolve_budget(_total(costs), ratio, absolute)
-            pieces = self._layout_pieces(tokenized, question, instruction) if budget else []
+            return self._plan(request.documents, request.question, request.instruction, ratio, absolute)
         except (TypeError, ValueError) as error:
             raise type(error)(f"request {position}: {error}") from None
-        total = sum(t.num_tokens for t in tokenized if t is not None)
-        return _Plan(docs, question, instruction, tokenized, costs, budget, total, pieces)
 
     def _score_pieces(self, pieces: Sequence[_Piece], batch_size: int, max_batch_tokens: int) -> list[np.ndarray]:
         """Every piece's scores, as padded micro-batches (one by one with lookahead > 1)."""
         groups = list(micro_batches([len(piece.ids) for piece in pieces], batch_size, max_batch_tokens))
         scores: list[np.ndarray | None] = [None] * len(pieces)
-        bar = tqdm(groups, desc="specpc", unit="batch", disable=None if (self.progress and len(groups) > 1) else True)
+        unit = "pass" if batch_size == 1 else "batch"
+        bar = tqdm(groups, desc="specpc", unit=unit, disable=None if (self.progress and len(groups) > 1) else True)
         for group in bar:
             if self.settings.lookahead > 1 or len(group) == 1:
                 for index in group:
@@ -545,27 +545,6 @@ class SpecPC:
         return [self._checked(rows[row, width - len(piece.ids) :]) for row, piece in enumerate(pieces)]
 
     # ------------------------------------------------------------------ scoring
-    def _score(
-        self,
-        tokenized: list[DocumentTokens | None],
-        question: str,
-        instruction: str | None,
-        budget: int,
-        total: int,
-    ) -> tuple[list[np.ndarray], int]:
-        """Per-document raw token scores from one or more draft passes."""
-        if budget == 0:  # nothing will be kept: skip the draft entirely
-            return _split_flat(np.zeros(total, dtype=np.float32), tokenized), 0
-        pieces = self._layout_pieces(tokenized, question, instruction)
-        bar = tqdm(
-            pieces,
-            desc="specpc",
-            unit="pass",
-            disable=None if (self.progress and len(pieces) > 1) else True,
-        )
-        scores = [self._score_piece(piece.ids, question_tokens=piece.question_tokens) for piece in bar]
-        return _assemble(tokenized, total, pieces, scores), len(pieces)
-
     def _layout_pieces(
         self, tokenized: list[DocumentTokens | None], question: str, instruction: str | None
     ) -> list[_Piece]:
