@@ -175,6 +175,7 @@ def test_export_run_import_round_trip(tmp_path: Path, target: LoadedModel) -> No
         assert prompt["input_ids"] == kv_prompt_ids(engine, item)
         assert prompt["entries"] == {f"{b:g}": kv_entries(len(prompt["input_ids"]), b) for b in config.budgets}
         assert prompt["answers"] == list(item.answers)
+        assert prompt["target_dtype"] == "float32"  # the worker loads the target in it
 
     results = tmp_path / "kvpress.jsonl"
     made = worker.run_prompts(
@@ -200,7 +201,7 @@ def test_export_run_import_round_trip(tmp_path: Path, target: LoadedModel) -> No
     for record in records:
         assert record["key"] == result_key(record["item_id"], record["method"], None, target.name, record["budget"])
         answers = next(p["answers"] for p in prompts if p["item_id"] == record["item_id"])
-        assert record["kind"] == "kv"
+        assert record["kind"] == "kv" and record["target_dtype"] == "float32"
         assert record["em"] == exact_match(record["prediction"], answers)
         assert (
             record["kept_tokens"]

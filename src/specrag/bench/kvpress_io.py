@@ -26,7 +26,7 @@ from ..core.speckv import SpecKV
 from .budget import target_units
 from .kvpress_worker import METHOD_PREFIX, PRESSES
 from .methods_kv import NO_EVICTION, kv_entries
-from .runner import ANSWER_STOP, SuiteConfig, kv_prompt_ids, load_records, result_key, scored_answer
+from .runner import ANSWER_STOP, SuiteConfig, dtype_name, kv_prompt_ids, load_records, result_key, scored_answer
 
 KVPRESS_METHODS = tuple(f"{METHOD_PREFIX}{name}" for name in PRESSES)
 """Bench rows the worker can fill (``kvpress_snapkv``, ...)."""
@@ -49,6 +49,7 @@ def export_kv_prompts(config: SuiteConfig, target: LoadedModel, path: Path) -> i
                 "length": item.length,
                 "qtype": item.meta.get("qtype"),
                 "target": target.name,
+                "target_dtype": dtype_name(target.dtype),
                 "total_tokens": target_units(target.tokenizer, item.documents).total_tokens,
                 "n_answers": len(item.answers),
                 "answers": list(item.answers),
@@ -87,6 +88,7 @@ def kvpress_records(lines: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             "length": item["length"],
             "qtype": item.get("qtype"),
             "target": item["target"],
+            "target_dtype": item.get("target_dtype"),
             "total_tokens": item["total_tokens"],
             "n_answers": item["n_answers"],
             **scored_answer(line["prediction"], item["answers"], bool(item["require_all"])),

@@ -289,6 +289,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--limit", type=int, default=None, help="Only the first this many prompts.")
     args = parser.parse_args(argv)
+    # The model runs in the dtype the prompts were exported with (SpecKV's rows' dtype).
     if args.threads:
         torch.set_num_threads(args.threads)
     names = [name.strip() for name in args.presses.split(",") if name.strip()]
@@ -300,10 +301,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
-    versions = {name: metadata.version(name) for name in ("kvpress", "transformers", "torch")}
     prompts = list(_prompts(args.prompts))[: args.limit]
+    dtypes = {prompt.get("target_dtype", "float32") for prompt in prompts}
+    if len(dtypes) > 1:
+        raise SystemExit(f"the prompts were exported from targets in several dtypes ({sorted(dtypes)}); export again")
+    dtype = getattr(torch, dtypes.pop() if dtypes else "float32")  # the dtype SpecKV's rows ran in
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).eval()
+    versions = {name: metadata.version(name) for name in ("kvpress", "transformers", "torch")}
     written = run_prompts(model, tokenizer, prompts, names, args.out, versions=versions)
     print(f"{written} answers appended to {args.out}", file=sys.stderr)
 

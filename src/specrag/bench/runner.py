@@ -130,6 +130,13 @@ def _reset_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """``"float32"`` for ``torch.float32``: how records name the target's dtype. The dtype is
+    not part of a result's key, but it moves answers and cache bytes (``load_model`` picks
+    bf16 only on CPUs with bf16 instructions), so rows are compared within one dtype."""
+    return str(dtype).removeprefix("torch.")
+
+
 def kv_prompt_ids(engine: SpecKV, item: BenchItem) -> list[int]:
     """The token ids every KV row's target reads for ``item``: the chat template around the
     instruction and :data:`DOCUMENT_TEMPLATE` (what :meth:`SpecKV.generate` renders from the
@@ -229,6 +236,7 @@ def run_suite(
             "length": item.length,
             "qtype": item.meta.get("qtype"),
             "target": target.name,
+            "target_dtype": dtype_name(target.dtype),
             "total_tokens": units.total_tokens,
             "n_answers": len(item.answers),
         }

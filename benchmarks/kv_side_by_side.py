@@ -1,0 +1,87 @@
+#!/usr/bin/env python
+"""One table: SpecKV's rows and kvpress's presses on the same items, at one cache budget.
+
+Why this script
+---------------
+``specrag bench`` writes SpecKV's KV rows, and ``--import-kvpress`` adds kvpress's presses to
+the same per-item JSONL (docs/kvpress.md). This prints the comparison the report needs:
+per row, exact match with its 95 % Wilson interval, paired wins and losses with the exact
+sign test against window-only eviction (``kv_snapkv``) and against the best kvpress press.
+It also gives what attention reads after the prompt (entries per layer), the cache held at
+the end, median time to first token, the draft's share of it, and decode speed. Only items
+every row has are counted, so all rows compare the same prompts.
+
+Usage::
+
+    .venv/bin/python benchmarks/kv_side_by_side.py docs/img/bench-kv.jsonl --budget 0.1
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from specrag.bench.kvpress_io import KVPRESS_METHODS
+from specrag.bench.report import label, sign_test, wilson
+from specrag.bench.runner import load_records
+
+
+def _paired(mine: dict[str, float], theirs: dict[str, float]) -> str:
+    wins = sum(1 for item in mine if mine[item] > theirs[item])
+    losses = sum(1 for item in mine if mine[item] < theirs[item])
+    p = sign_test(wins, losses)
+    return f"+{wins}/−{losses}" + (f" (p = {p:.3f})" if p < 1 else "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("paths", nargs="+", type=Path)
+    parser.add_argument("--budget", type=float, default=0.1)
+    parser.add_argument("--task", default=None, help="Only this task (default: all in the files).")
+    args = parser.parse_args()
+    records = [r for path in args.paths for r in load_records(path).values()]
+    rows: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for record in records:
+        if record.get("kind") != "kv" or "em" not in record or (args.task and record["task"] != args.task):
+            continue
+        if record["method"] == "kv_full" or float(record["budget"]) == args.budget:
+            rows[label(record)][record["item_id"]] = record
+    common = set.intersection(*(set(items) for items in rows.values())) if rows else set()
+    if not common:
+        raise SystemExit("no item has every row; run the missing rows first")
+    em = {row: {item: float(rows[row][item]["em"]) for item in common} for row in rows}
+    presses = [row for row in rows if row.split(" (")[0] in KVPRESS_METHODS]
+    best = max(presses, key=lambda row: (sum(em[row].values()), row)) if presses else None
+
+    print(f"N = {len(common)} items with every row; budget {args.budget:g} of the prompt's entries per layer\n")
+    header = (
+        "| row | EM [95 % CI] | vs kv_snapkv | vs best press | entries read | KV MiB at end "
+        "| TTFT s (median) | draft / TTFT | decode tok/s |"
+    )
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    order = sorted(rows, key=lambda row: (row.split(" (")[0] not in ("kv_full",), row in presses, row))
+    for row in order:
+        chosen = [rows[row][item] for item in sorted(common)]
+        hits = sum(em[row].values())
+        low, high = wilson(int(hits), len(common))
+        versus = _paired(em[row], em["kv_snapkv"]) if "kv_snapkv" in em and row != "kv_snapkv" else ""
+        against = _paired(em[row], em[best]) if best is not None and row != best else ""
+        entries = statistics.median(float(r["kept_tokens"]) for r in chosen) if row != "kv_full" else None
+        ttft = statistics.median(float(r["ttft_s"]) for r in chosen)
+        draft = statistics.median(float(r.get("draft_s", 0.0)) / float(r["ttft_s"]) for r in chosen)
+        print(
+            f"| {row} | {hits / len(common):.2f} [{low:.2f}, {high:.2f}] | {versus} | {against} | "
+            f"{'all' if entries is None else f'{entries:.0f}'} | "
+            f"{statistics.median(float(r['kv_bytes_end']) for r in chosen) / 2**20:.1f} | {ttft:.1f} | "
+            f"{draft:.2f} | {statistics.median(float(r['decode_tok_s']) for r in chosen):.2f} |"
+        )
+    if best is not None:
+        print(f"\nBest kvpress press on these items: {best}.")
+
+
+if __name__ == "__main__":
+    main()
