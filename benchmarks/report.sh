@@ -51,6 +51,23 @@ if [ -z "${TABLES_ONLY:-}" ]; then
      --methods kv_full,kv_streaming,kv_snapkv,kv_speckv,kv_oracle,kv_speckv_pc --out $D/bench-kv.jsonl
   $A --tasks niah_multikey --lengths 2048 --limit 10 --draft qwen2.5-coder-0.5b --budgets 0.1 \
      --methods kv_full,kv_streaming,kv_snapkv,kv_speckv --out $D/bench-kv.jsonl
+  # Short contexts (512 tokens) and the target's multi-hop answers.
+  $B --tasks quoref,multihop --lengths 512 --limit 80 \
+     --methods sentence,lc_filter,bm25,specpc,specpc_bridge --out $D/bench-pc-short.jsonl
+  $A --tasks multihop --lengths 2048 --limit 30 --budgets 0.1 \
+     --methods sentence,specpc_bridge --out $D/bench-answers-multihop.jsonl
+  # SpecKV next to kvpress (float32 here; docs/kvpress.md): the 135M draft's rows, the
+  # baselines, then kvpress's presses in their own environment on the same token ids.
+  K="--tasks niah_multikey --lengths 2048 --budgets 0.1"
+  $A $K --limit 10 --draft smollm2-135m --methods kv_speckv,kv_speckv_pc --out $D/bench-kv-fp32.jsonl
+  $A $K --limit 7 --methods kv_full,kv_snapkv --out $D/bench-kv-fp32.jsonl
+  $B $K --limit 10 --export-kv-prompts kv-prompts.jsonl
+  [ -x .venv-kvpress/bin/python ] || bash benchmarks/kvpress_env.sh
+  .venv-kvpress/bin/python src/specrag/bench/kvpress_worker.py --threads 1 \
+     --model "$(.venv/bin/python -c 'from specrag.core.bundles import bundle_dir; print(bundle_dir("qwen2.5-coder-1.5b"))')" \
+     --prompts kv-prompts.jsonl \
+     --presses snapkv,expected_attention,streaming_llm,tova,kvzip --out $D/kvpress-multikey-2k.jsonl
+  $B --budgets 0.1 --import-kvpress $D/kvpress-multikey-2k.jsonl --out $D/bench-kv-fp32.jsonl
 fi
 
 .venv/bin/python - <<'EOF'
@@ -70,6 +87,8 @@ runs = [
     ("The target answers (EM/F1) at 2k, time to first token at 2k and 4k",
      [d / "bench-answers.jsonl", d / "bench-ttft.jsonl"], (0.1, 0.25), "bench-answers"),
     ("KV-cache methods, niah_multikey 2k", [d / "bench-kv.jsonl"], (0.1,), "bench-kv"),
+    ("KV-cache methods and kvpress presses, niah_multikey 2k, float32", [d / "bench-kv-fp32.jsonl"], (0.1,),
+     "bench-kv-fp32"),
 ]
 parts = [
     "# Benchmark tables\n",
@@ -87,3 +106,5 @@ Path("docs/bench-tables.md").write_text("\n".join(parts), encoding="utf-8")
 print("wrote docs/bench-tables.md")
 EOF
 .venv/bin/python benchmarks/pc_families.py $D/bench-pc-quoref.jsonl $D/bench-pc-multihop.jsonl $D/bench-pc-ruler.jsonl > docs/bench-pc-families.md
+.venv/bin/python benchmarks/pc_families.py $D/bench-pc-short.jsonl > docs/bench-pc-short.md
+.venv/bin/python benchmarks/kv_side_by_side.py $D/bench-kv-fp32.jsonl --budget 0.1
