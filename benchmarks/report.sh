@@ -61,6 +61,8 @@ if [ -z "${TABLES_ONLY:-}" ]; then
   K="--tasks niah_multikey --lengths 2048 --budgets 0.1"
   $A $K --limit 10 --draft smollm2-135m --methods kv_speckv,kv_speckv_pc --out $D/bench-kv-fp32.jsonl
   $A $K --limit 7 --methods kv_full,kv_snapkv --out $D/bench-kv-fp32.jsonl
+  $A --tasks quoref --lengths 2048 --limit 7 --budgets 0.1 --draft smollm2-135m \
+     --methods kv_snapkv,kv_speckv --out $D/bench-kv-fp32.jsonl
   $B $K --limit 10 --export-kv-prompts kv-prompts.jsonl
   [ -x .venv-kvpress/bin/python ] || bash benchmarks/kvpress_env.sh
   .venv-kvpress/bin/python src/specrag/bench/kvpress_worker.py --threads 1 \
