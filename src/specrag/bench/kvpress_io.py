@@ -31,7 +31,22 @@ from .runner import ANSWER_STOP, SuiteConfig, dtype_name, kv_prompt_ids, load_re
 KVPRESS_METHODS = tuple(f"{METHOD_PREFIX}{name}" for name in PRESSES)
 """Bench rows the worker can fill (``kvpress_snapkv``, ...)."""
 
-_REQUIRED = ("key", "item", "press", "budget", "entries", "prediction", "ttft_s", "prompt_tokens")
+_FIGURES = ("ttft_s", "prefill_s", "draft_s", "decode_tok_s", "kv_bytes_end", "kv_bytes_full", "kv_bytes_peak")
+_REQUIRED = (
+    "key",
+    "item",
+    "press",
+    "budget",
+    "entries",
+    "prediction",
+    "prompt_tokens",
+    "visible_entries",
+    "cache_entries",
+    "peak_memory_bytes",
+    *_FIGURES,
+)
+"""Every field the worker writes that a row is made of: a line without one is refused,
+never filled with a plausible default."""
 
 
 def export_kv_prompts(config: SuiteConfig, target: LoadedModel, path: Path) -> int:
@@ -79,7 +94,7 @@ def kvpress_records(lines: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         item, budget, prompt_tokens = line["item"], float(line["budget"]), int(line["prompt_tokens"])
         # What attention reads after the prompt, per layer on average: a masking press
         # (KVzip) keeps its hidden entries in memory, but its budget is what it lets be read.
-        visible = line.get("visible_entries") or line.get("prefill_cache_entries") or [line["entries"]]
+        visible = line["visible_entries"]
         kept = round(sum(visible) / len(visible))
         method = f"{METHOD_PREFIX}{line['press']}"
         record = {
@@ -102,13 +117,11 @@ def kvpress_records(lines: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             "kept_fraction": kept / prompt_tokens,
             "full_prompt_tokens": prompt_tokens,
             "compression_s": 0.0,  # the press scores inside the prefill: it is in prefill_s
-            "peak_memory_bytes": int(line.get("peak_memory_bytes", 0)),
+            "peak_memory_bytes": int(line["peak_memory_bytes"]),
+            **{field: line[field] for field in _FIGURES},
+            "prompt_tokens": prompt_tokens,
+            "cache_entries": line["cache_entries"],
         }
-        for field in ("ttft_s", "prefill_s", "draft_s", "decode_tok_s", "kv_bytes_end", "kv_bytes_full"):
-            record[field] = line.get(field, 0.0)
-        record["kv_bytes_peak"] = line.get("kv_bytes_peak", 0)
-        record["prompt_tokens"] = prompt_tokens
-        record["cache_entries"] = line.get("cache_entries")
         record["versions"] = {name: line[name] for name in ("kvpress", "transformers", "torch") if name in line}
         records.append(record)
     return records

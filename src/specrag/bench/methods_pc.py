@@ -292,21 +292,14 @@ def make_pc_method(
     if name == "specpc_max":
         assert draft is not None
         return DraftAttention(name, draft, shared=shared, embedder=embed, snap="sentence", fusion="max", bridge=False)
-    if name == "specpc_bridge":
+    if name in ("specpc_bridge", "specpc_shallow"):
         assert draft is not None
-        return DraftAttention(name, draft, shared=shared, embedder=embed, snap="sentence", fusion="max", bridge=True)
-    if name == "specpc_shallow":  # the default ranking over a truncated draft: layers 3-10 of 30
-        assert draft is not None
+        # 0.2's default ranking; specpc_shallow runs it over a truncated draft (layers 3-10 of 30).
+        depth: dict[str, int] = {}
+        if name == "specpc_shallow":
+            depth = {"start_layer": draft.num_layers // 9, "draft_layers": draft.num_layers // 3}
         return DraftAttention(
-            name,
-            draft,
-            shared=shared,
-            embedder=embed,
-            snap="sentence",
-            fusion="max",
-            bridge=True,
-            start_layer=draft.num_layers // 9,
-            draft_layers=draft.num_layers // 3,
+            name, draft, shared=shared, embedder=embed, snap="sentence", fusion="max", bridge=True, **depth
         )
     if name == "oracle":
         if target is None:

@@ -477,8 +477,7 @@ def trim_messages_with_specpc(
             raise ValueError("the last HumanMessage has no text to compress against; pass query=...")
     question = _check_query(query)
 
-    def count_text(text: str) -> int:  # the compressor's budget count: draft or target tokens
-        return compressor.count_tokens(text)
+    count_text = compressor.count_tokens  # the compressor's budget count: draft or target tokens
 
     def count(content: Any) -> int:
         return sum(count_text(text) for _, text in _text_pieces(content))
