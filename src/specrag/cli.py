@@ -309,6 +309,13 @@ def bench(
         bool, typer.Option("--answer/--no-answer", help="Let the target answer (EM/F1, timings).")
     ] = False,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest answer, greedy.")] = 16,
+    lookahead: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Answer tokens scoring the cache in kv_speckv(_pc), kv_oracle (default: max-new-tokens, at most 64).",
+        ),
+    ] = None,
     device: DeviceOption = "auto",
     tables: Annotated[Path | None, typer.Option(help="Write markdown tables (95 % CIs) here.")] = None,
     img_dir: Annotated[Path | None, typer.Option(help="Write plots here.")] = None,
@@ -367,6 +374,7 @@ def bench(
             device=device,
             tables=tables,
             img_dir=img_dir,
+            lookahead=lookahead,
         )
         err.print(f"{len(records)} results in {escape(str(out))}", soft_wrap=True)
 

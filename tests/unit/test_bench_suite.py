@@ -192,3 +192,30 @@ def test_records_are_json(tmp_path: Path, models: dict[str, object]) -> None:
     )  # type: ignore[arg-type]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert {row["method"] for row in rows} == {"truncate", "specpc"} and all("em" not in row for row in rows)
+
+
+def test_a_fixed_lookahead_is_its_own_row(tmp_path: Path, models: dict[str, object]) -> None:
+    """``--lookahead`` runs the lookahead rows again under their own keys and labels: the
+    default rows in the same file are neither reused nor overwritten, the window-only row
+    (no lookahead) is shared, and the draft really writes that many tokens."""
+    out = tmp_path / "r.jsonl"
+    base = {"tasks": ("niah_single",), "limit": 1, "methods": ("kv_snapkv", "kv_speckv"), "max_new_tokens": 6}
+    default = run_suite(_config(out, **base), target=models["target"], draft=models["draft"], progress=False)  # type: ignore[arg-type]
+    fixed = run_suite(_config(out, lookahead=2, **base), target=models["target"], draft=models["draft"], progress=False)  # type: ignore[arg-type]
+    by_method = {r["method"]: r for r in fixed}
+    assert by_method["kv_snapkv"]["key"] in {r["key"] for r in default}  # no lookahead: reused
+    speckv = by_method["kv_speckv"]
+    assert speckv["key"].endswith("|lookahead=2") and speckv["lookahead"] == 2
+    assert speckv["key"] not in {r["key"] for r in default}
+    assert 1 <= speckv["lookahead_tokens"] <= 2  # the draft may stop early at a newline or EOS
+    assert [r for r in default if r["method"] == "kv_speckv"][0]["lookahead_tokens"] > 2
+    assert len(out.read_text().splitlines()) == 3
+    report = summarise(fixed + default, (0.25,), None)
+    assert "kv_speckv (tiny-llama, lookahead 2)" in report.replace("**", "")
+
+
+def test_lookahead_is_refused_where_it_changes_nothing(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="lookahead only changes"):
+        _config(tmp_path / "x.jsonl", methods=("kv_snapkv",), lookahead=4).validate()
+    with pytest.raises(ValueError, match="lookahead must be >= 1"):
+        _config(tmp_path / "x.jsonl", methods=("kv_speckv",), lookahead=0).validate()

@@ -32,6 +32,8 @@ from ..core.specpc import SpecPC
 
 KV_METHODS = ("kv_full", "kv_streaming", "kv_knorm", "kv_snapkv", "kv_speckv", "kv_oracle", "kv_speckv_pc")
 KV_DRAFT_METHODS = frozenset({"kv_speckv", "kv_speckv_pc"})
+LOOKAHEAD_METHODS = frozenset({"kv_speckv", "kv_oracle", "kv_speckv_pc"})
+"""Rows whose eviction is scored from a lookahead answer, so ``lookahead=`` changes them."""
 UNAVAILABLE: dict[str, str] = {}
 """Method name -> why SpecKV cannot run it (such rows are reported as not measured)."""
 SPECKV_PC_KEEP = 0.5
@@ -71,8 +73,14 @@ def kv_entries(prompt_tokens: int, ratio: float) -> int:
     return max(32, int(ratio * prompt_tokens + 0.5))
 
 
-def make_kv_method(name: str, *, target: LoadedModel, draft: LoadedModel | None) -> KVMethod:
+def make_kv_method(
+    name: str, *, target: LoadedModel, draft: LoadedModel | None, lookahead: int | None = None
+) -> KVMethod:
     """Build method ``name`` (see :data:`KV_METHODS`).
+
+    ``lookahead`` fixes how many answer tokens score the cache for the rows in
+    :data:`LOOKAHEAD_METHODS` (None: SpecKV's default, ``min(max_new_tokens, 64)``); the
+    other rows have no lookahead and ignore it.
 
     Raises
     ------
@@ -93,13 +101,15 @@ def make_kv_method(name: str, *, target: LoadedModel, draft: LoadedModel | None)
         return KVMethod(name, target, None, settings={"policy": "knorm"})
     if name == "kv_snapkv":
         return KVMethod(name, target, None, settings={"policy": "snapkv"})
+    scoring = {} if lookahead is None else {"lookahead": lookahead}
     if name == "kv_speckv":
-        return KVMethod(name, target, draft)
+        return KVMethod(name, target, draft, settings=scoring)
     if name == "kv_oracle":
-        return KVMethod(name, target, target)
+        return KVMethod(name, target, target, settings=scoring)
     if name == "kv_speckv_pc":
         assert draft is not None
-        return KVMethod(name, target, None, compressor=SpecPC(draft, keep_ratio=SPECKV_PC_KEEP, progress=False))
+        compressor = SpecPC(draft, keep_ratio=SPECKV_PC_KEEP, progress=False)
+        return KVMethod(name, target, None, compressor=compressor, settings=scoring)
     raise ValueError(f"unknown KV method {name!r}; expected one of {KV_METHODS}")
 
 
@@ -124,4 +134,5 @@ def kv_figures(result: SpecKVResult) -> dict[str, float | int]:
         "kv_bytes_full": result.full_kv_bytes,
         "kv_bytes_peak": peak,
         "prompt_tokens": result.prompt_tokens,
+        "lookahead_tokens": result.lookahead_tokens,
     }

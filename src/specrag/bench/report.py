@@ -44,8 +44,11 @@ def bootstrap(values: Sequence[float], rounds: int = 2000, seed: int = 0) -> tup
 
 
 def label(record: Record) -> str:
-    """Row label: method, plus the draft for draft-based rows."""
-    return f"{record['method']} ({record['draft']})" if record.get("draft") else str(record["method"])
+    """Row label: method, plus the draft for draft-based rows and a fixed lookahead."""
+    details = [str(record["draft"])] if record.get("draft") else []
+    if record.get("lookahead") is not None:
+        details.append(f"lookahead {record['lookahead']}")
+    return f"{record['method']} ({', '.join(details)})" if details else str(record["method"])
 
 
 def complete_items(records: Sequence[Record]) -> list[Record]:

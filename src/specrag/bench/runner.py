@@ -34,6 +34,7 @@ from .kvpress_worker import METHOD_PREFIX as KVPRESS_PREFIX
 from .methods_kv import (
     KV_DRAFT_METHODS,
     KV_METHODS,
+    LOOKAHEAD_METHODS,
     NO_EVICTION,
     UNAVAILABLE,
     KVMethod,
@@ -71,6 +72,8 @@ class SuiteConfig:
     budgets: Sequence[float] = (0.1, 0.25, 0.5)
     answer: bool = False
     max_new_tokens: int = 16
+    lookahead: int | None = None
+    """Answer tokens that score the cache in the lookahead KV rows (None: SpecKV's default)."""
     out: Path = Path("bench-results.jsonl")
     quoref_examples: Sequence[Any] | None = field(default=None, repr=False)
 
@@ -95,12 +98,22 @@ class SuiteConfig:
             raise ValueError(f"budgets must be in (0, 1], got {bad}")
         if self.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
+        if self.lookahead is not None and (isinstance(self.lookahead, bool) or self.lookahead < 1):
+            raise ValueError(f"lookahead must be >= 1 (kv_snapkv is the row without one), got {self.lookahead}")
+        if self.lookahead is not None and not any(m in LOOKAHEAD_METHODS for m in self.methods):
+            raise ValueError(f"lookahead only changes {sorted(LOOKAHEAD_METHODS)}; none of them was asked for")
 
 
-def result_key(item_id: str, method: str, draft: str | None, target: str, budget: float) -> str:
-    """Cache key of one result; the draft is part of it only for methods that use one."""
+def result_key(
+    item_id: str, method: str, draft: str | None, target: str, budget: float, lookahead: int | None = None
+) -> str:
+    """Cache key of one result; the draft is part of it only for methods that use one, and a
+    fixed lookahead only for the rows it changes (keys without one stay as they were)."""
     uses_draft = method in DRAFT_METHODS or method in KV_DRAFT_METHODS
-    return "|".join([item_id, method, (draft or "-") if uses_draft else "-", target, f"{budget:g}"])
+    parts = [item_id, method, (draft or "-") if uses_draft else "-", target, f"{budget:g}"]
+    if lookahead is not None and method in LOOKAHEAD_METHODS:
+        parts.append(f"lookahead={lookahead}")
+    return "|".join(parts)
 
 
 def load_records(path: Path) -> dict[str, dict[str, Any]]:
@@ -284,13 +297,16 @@ def run_suite(
             prompt_tokens = len(kv_prompt_ids(answerer.engine, item))
         for name in kv_names:
             budgets = [1.0] if name == "kv_full" else list(config.budgets)
+            fixed = (
+                {"lookahead": config.lookahead} if config.lookahead is not None and name in LOOKAHEAD_METHODS else {}
+            )
             for budget in budgets:
-                key = result_key(item.item_id, name, draft_name, target.name, budget)
+                key = result_key(item.item_id, name, draft_name, target.name, budget, config.lookahead)
                 wanted.append(key)
                 if done(key):
                     continue
                 if name not in kv_cache:
-                    kv_cache[name] = make_kv_method(name, target=target, draft=draft)
+                    kv_cache[name] = make_kv_method(name, target=target, draft=draft, lookahead=config.lookahead)
                 method = kv_cache[name]
                 entries = method.kv_budget(prompt_tokens, None if name == "kv_full" else budget)
                 _reset_peak(target.device)
@@ -310,6 +326,7 @@ def run_suite(
                         "full_prompt_tokens": prompt_tokens,
                         "compression_s": answered["ttft_s"] - answered["prefill_s"],
                         "peak_memory_bytes": _peak_memory_bytes(target.device),
+                        **fixed,
                     }
                 )
             bar.update(1)

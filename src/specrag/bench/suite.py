@@ -200,6 +200,7 @@ def run_command(
     device: str,
     tables: Path | None,
     img_dir: Path | None,
+    lookahead: int | None = None,
     progress: bool = True,
     loaded: dict[str, LoadedModel] | None = None,
 ) -> list[dict[str, Any]]:
@@ -214,6 +215,7 @@ def run_command(
         budgets=parse_list(budgets, float),
         answer=answer,
         max_new_tokens=max_new_tokens,
+        lookahead=lookahead,
         out=out,
     )
     config.validate()
