@@ -8,8 +8,10 @@ the same per-item JSONL (docs/kvpress.md). This prints the comparison the report
 per row, exact match with its 95 % Wilson interval, paired wins and losses with the exact
 sign test against window-only eviction (``kv_snapkv``) and against the best kvpress press.
 It also gives what attention reads after the prompt (entries per layer), the cache held at
-the end, median time to first token, the draft's share of it, and decode speed. Only items
-every row has are counted, so all rows compare the same prompts.
+the end, median time to first token, its median ratio to the full cache's on the same item
+(the cost a user sees: draft and compression included), the draft's share of the row's own
+time to first token, and decode speed. Only items every row has are counted, so all rows
+compare the same prompts.
 
 Usage::
 
@@ -59,7 +61,7 @@ def main() -> None:
     print(f"N = {len(common)} items with every row; budget {args.budget:g} of the prompt's entries per layer\n")
     header = (
         "| row | EM [95 % CI] | vs kv_snapkv | vs best press | entries read | KV MiB at end "
-        "| TTFT s (median) | draft / TTFT | decode tok/s |"
+        "| TTFT s (median) | TTFT / full's | draft / TTFT | decode tok/s |"
     )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
@@ -72,11 +74,17 @@ def main() -> None:
         against = _paired(em[row], em[best]) if best is not None and row != best else ""
         entries = statistics.median(float(r["kept_tokens"]) for r in chosen) if row != "kv_full" else None
         ttft = statistics.median(float(r["ttft_s"]) for r in chosen)
+        full = rows.get("kv_full")
+        versus_full = (
+            f"{statistics.median(float(rows[row][i]['ttft_s']) / float(full[i]['ttft_s']) for i in sorted(common)):.2f}"
+            if full is not None
+            else ""
+        )
         draft = statistics.median(float(r.get("draft_s", 0.0)) / float(r["ttft_s"]) for r in chosen)
         print(
             f"| {row} | {hits / len(common):.2f} [{low:.2f}, {high:.2f}] | {versus} | {against} | "
             f"{'all' if entries is None else f'{entries:.0f}'} | "
-            f"{statistics.median(float(r['kv_bytes_end']) for r in chosen) / 2**20:.1f} | {ttft:.1f} | "
+            f"{statistics.median(float(r['kv_bytes_end']) for r in chosen) / 2**20:.1f} | {ttft:.1f} | {versus_full} | "
             f"{draft:.2f} | {statistics.median(float(r['decode_tok_s']) for r in chosen):.2f} |"
         )
     if best is not None:
