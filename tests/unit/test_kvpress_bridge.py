@@ -29,6 +29,7 @@ from specrag.bench import kvpress_worker as worker
 from specrag.bench.kvpress_io import KVPRESS_METHODS, export_kv_prompts, import_kvpress, kvpress_records
 from specrag.bench.methods_kv import NO_EVICTION, kv_entries
 from specrag.bench.metrics import exact_match
+from specrag.bench.report import label
 from specrag.bench.runner import INSTRUCTION, SuiteConfig, kv_prompt_ids, load_records, result_key
 from specrag.bench.suite import summarise
 from specrag.bench.tasks import build_items
@@ -103,37 +104,42 @@ def test_a_pruning_press_leaves_the_budget_and_decodes_at_true_positions(target:
     assert result["visible_entries"] == [entries] * layers
     assert len(result["token_ids"]) == 5
     assert result["kv_bytes_end"] < result["kv_bytes_peak"]
-    # Positions: the worker's answer is the one decoded at the text's true positions; the
-    # positions a pruned cache's (shorter) length implies give other logits.
-    tokens, logits = _decode_with_positions(target, ids, ratio, 5, true_positions=True)
+    tokens, first, second = _decode_with_positions(target, ids, ratio, 5, true_positions=True)
     assert result["token_ids"] == tokens
-    _, shifted = _decode_with_positions(target, ids, ratio, 5, true_positions=False)
-    assert not torch.allclose(logits, shifted)
+    # As in SpecKV, the first answer token has read the whole prompt: the press prunes each
+    # layer only after that layer's attention ran.
+    with torch.inference_mode():
+        full = target.model(input_ids=torch.tensor([ids])).logits[0, -1]
+    assert torch.allclose(first, full, atol=1e-5)
+    # Positions: the rest is decoded at the text's true positions; the positions a pruned
+    # cache's (shorter) length implies give other logits.
+    _, _, shifted = _decode_with_positions(target, ids, ratio, 5, true_positions=False)
+    assert not torch.allclose(second, shifted)
 
 
 def _decode_with_positions(
     target: LoadedModel, ids: list[int], ratio: float, steps: int, *, true_positions: bool
-) -> tuple[list[int], torch.Tensor]:
-    """Greedy tokens after the pruning press, and the first step's logits."""
+) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """Greedy tokens after the pruning press, the prefill's last logits, and the first
+    decode step's logits."""
     from transformers import DynamicCache
 
     model = target.model
     cache = DynamicCache()
     with torch.inference_mode():
         with _pruning(model, ratio):
-            model.model(input_ids=torch.tensor([ids[:-1]]), **cache_argument(model.model, cache))
-        tokens: list[int] = []
-        first: torch.Tensor | None = None
-        token, position = ids[-1], len(ids) - 1
-        for _ in range(steps):
+            first = model(input_ids=torch.tensor([ids]), **cache_argument(model, cache)).logits[0, -1]
+        tokens = [int(first.argmax())]
+        second: torch.Tensor | None = None
+        position = len(ids)
+        for _ in range(steps - 1):
             extra = {"position_ids": torch.tensor([[position]])} if true_positions else {}
-            logits = model(input_ids=torch.tensor([[token]]), **cache_argument(model, cache), **extra).logits
-            first = logits[0, -1] if first is None else first
-            token = int(logits[0, -1].argmax())
-            tokens.append(token)
+            logits = model(input_ids=torch.tensor([[tokens[-1]]]), **cache_argument(model, cache), **extra).logits
+            second = logits[0, -1] if second is None else second
+            tokens.append(int(logits[0, -1].argmax()))
             position += 1
-    assert first is not None
-    return tokens, first
+    assert second is not None
+    return tokens, first, second
 
 
 def test_a_masking_press_is_counted_by_what_attention_still_sees(target: LoadedModel) -> None:
@@ -160,8 +166,8 @@ def test_compression_ratio_leaves_exactly_the_entries_kvpress_keeps() -> None:
     for prompt_tokens in (40, 218, 1170, 2181, 8193):
         for entries in (32, 117, 293, 500, prompt_tokens, prompt_tokens + 5):
             ratio = worker.compression_ratio(prompt_tokens, entries)
-            kept = int((prompt_tokens - 1) * (1 - ratio))  # kvpress's floor
-            assert kept + 1 == min(entries, prompt_tokens)
+            kept = int(prompt_tokens * (1 - ratio))  # kvpress's floor
+            assert kept == min(entries, prompt_tokens)
 
 
 def test_export_run_import_round_trip(tmp_path: Path, target: LoadedModel) -> None:
@@ -208,8 +214,25 @@ def test_export_run_import_round_trip(tmp_path: Path, target: LoadedModel) -> No
             == record["budget_tokens"]
             == kv_entries(record["full_prompt_tokens"], record["budget"])
         )
+    assert {r["first_token"] for r in records} == {"full_prompt"}
     report = summarise(records, config.budgets)
     assert "kvpress_snapkv" in report and "the best kvpress press here" in report
+
+    # Lines of the worker's earlier protocol (no first_token: the first answer token read
+    # the pruned cache) are labelled apart and never silently mixed with these.
+    earlier = tmp_path / "earlier.jsonl"
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    earlier.write_text(
+        "".join(json.dumps({k: v for k, v in line.items() if k != "first_token"}) + "\n" for line in lines)
+    )
+    with pytest.raises(ValueError, match="earlier protocol"):
+        import_kvpress([earlier], out)
+    apart = tmp_path / "apart.jsonl"
+    assert import_kvpress([earlier], apart) == 8
+    assert {label(r) for r in load_records(apart).values()} == {
+        "kvpress_snapkv (first token from the pruned cache)",
+        "kvpress_tova (first token from the pruned cache)",
+    }
 
 
 def test_import_refuses_what_the_worker_did_not_write(tmp_path: Path) -> None:

@@ -47,6 +47,10 @@ _REQUIRED = (
 )
 """Every field the worker writes that a row is made of: a line without one is refused,
 never filled with a plausible default."""
+EARLIER_FIRST_TOKEN = "pruned_cache"
+"""``first_token`` of lines from the worker before it wrote that field: it prefilled all but
+the last prompt token under the press, so the first answer token read the pruned cache
+(SpecKV's reads the whole prompt). Such rows are labelled apart, never mixed with the others."""
 
 
 def export_kv_prompts(config: SuiteConfig, target: LoadedModel, path: Path) -> int:
@@ -121,6 +125,7 @@ def kvpress_records(lines: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             **{field: line[field] for field in _FIGURES},
             "prompt_tokens": prompt_tokens,
             "cache_entries": line["cache_entries"],
+            "first_token": line.get("first_token", EARLIER_FIRST_TOKEN),
         }
         record["versions"] = {name: line[name] for name in ("kvpress", "transformers", "torch") if name in line}
         records.append(record)
@@ -145,7 +150,16 @@ def import_kvpress(results: Sequence[Path], out: Path) -> int:
                     continue  # a killed worker's truncated last line
                 raise ValueError(f"{path}:{number}: not a JSON line; is it the worker's output?") from None
     existing = load_records(out)
-    added = [record for record in kvpress_records(lines) if record["key"] not in existing]
+    records = kvpress_records(lines)
+    for record in records:
+        held = existing.get(record["key"])
+        if held is not None and held.get("first_token", EARLIER_FIRST_TOKEN) != record["first_token"]:
+            raise ValueError(
+                f"{out} already holds {record['method']} for {record['item_id']} from the worker's earlier "
+                f"protocol (first token from the {held.get('first_token', EARLIER_FIRST_TOKEN)!r}); "
+                "import into another --out file"
+            )
+    added = [record for record in records if record["key"] not in existing]
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a", encoding="utf-8") as handle:
         for record in added:
@@ -153,4 +167,10 @@ def import_kvpress(results: Sequence[Path], out: Path) -> int:
     return len(added)
 
 
-__all__ = ["KVPRESS_METHODS", "export_kv_prompts", "import_kvpress", "kvpress_records"]
+__all__ = [
+    "EARLIER_FIRST_TOKEN",
+    "KVPRESS_METHODS",
+    "export_kv_prompts",
+    "import_kvpress",
+    "kvpress_records",
+]

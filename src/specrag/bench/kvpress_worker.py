@@ -15,14 +15,16 @@ It therefore imports only the standard library, torch and transformers at module
 importable in specrag's environment, where the tests run it without a press against
 SpecKV's full-cache answer.
 
-The protocol, kvpress's own pipeline with the bench's tokens: the prompt minus its last token
-is prefilled through ``model.model`` inside ``press(model)`` (the press prunes every layer's
-cache as the layer runs, KVzip replays the context after it), then the last token is
-forwarded at its true position without the press and decoding is greedy from there, with
-explicit positions because the pruned cache is shorter than the text. The question is part
-of the compressed prompt, as in SpecKV's rows, so window-based presses see it. The press
-keeps ``budget - 1`` of the prefilled entries per layer; with the last token that is the
-same number of entries per layer as SpecKV's budget.
+The protocol is SpecKV's, with kvpress's presses: the whole prompt is prefilled inside
+``press(model)`` (the press prunes every layer's cache right after that layer's attention has
+read all of it; KVzip replays the context after the prefill), the first answer token comes
+from that prefill's last position, and decoding is greedy from there over the pruned cache,
+with explicit positions because the pruned cache is shorter than the text. So, as in
+SpecKV's rows, the prompt is read whole once and only what follows the first answer token
+reads the budget (``budget`` entries per layer after the prompt). The question is part of
+the compressed prompt, so window-based presses see it. Each line says so in
+``first_token``: ``"full_prompt"``. (The committed 2k rows predate this and were prefilled
+without their last token, which then read the pruned cache; docs/kvpress.md.)
 
 Usage (in the kvpress environment)::
 
@@ -61,19 +63,21 @@ METHOD_PREFIX = "kvpress_"
 """Bench rows are named ``kvpress_<press>``."""
 
 
+FIRST_TOKEN = "full_prompt"
+"""What the first answer token reads, written on every line: the whole prompt, as in SpecKV."""
+
+
 def compression_ratio(prompt_tokens: int, entries: int) -> float:
-    """kvpress's ``compression_ratio`` (the fraction removed) that leaves ``entries - 1`` of
-    the ``prompt_tokens - 1`` prefilled tokens, so the cache holds ``entries`` with the last
-    prompt token; 0 when nothing needs removing.
+    """kvpress's ``compression_ratio`` (the fraction removed) that leaves ``entries`` of the
+    ``prompt_tokens`` prefilled ones per layer, SpecKV's budget; 0 when nothing needs removing.
 
     kvpress keeps ``int(n * (1 - ratio))`` entries, a floor: aiming half an entry above the
     wanted count keeps float rounding from costing one (``1 - 116/1169`` keeps 115).
     """
-    prefilled = prompt_tokens - 1
-    keep = min(prefilled, max(1, entries - 1))
-    if prefilled <= 0 or keep >= prefilled:
+    keep = min(prompt_tokens, max(1, entries))
+    if prompt_tokens <= 0 or keep >= prompt_tokens:
         return 0.0
-    return 1.0 - (keep + 0.5) / prefilled
+    return 1.0 - (keep + 0.5) / prompt_tokens
 
 
 def build_press(name: str, ratio: float) -> Any:
@@ -139,24 +143,22 @@ def answer(
     """Greedy answer to ``input_ids`` with the cache pruned by ``press`` (None: full cache).
 
     Returns the prediction (cut at the first stop string), the generated ids, time to first
-    token (prefill with compression, and the last prompt token), decode tokens/s, and the
+    token (prefill with compression), decode tokens/s, and the
     cache's entries per layer and bytes at the end, and at their largest (the full prompt).
     ``visible_entries`` are the entries per layer attention reads after the prompt: fewer
     than ``prefill_cache_entries`` for presses that mask entries instead of removing them.
     """
     from transformers import DynamicCache
 
-    if len(input_ids) < 2:
-        raise ValueError("a prompt needs at least 2 tokens: the prefix the press prunes and the last one")
+    if not input_ids:
+        raise ValueError("an empty prompt has nothing to prefill")
     device = model.device
     ids = torch.tensor([list(input_ids)], device=device)
     length = ids.shape[1]
     cache = DynamicCache()
     started = time.perf_counter()
     with press(model) if press is not None else contextlib.nullcontext():
-        model.model(input_ids=ids[:, :-1], **_with_cache(model.model, cache))
-    position = torch.tensor([[length - 1]], device=device)
-    logits = model(input_ids=ids[:, -1:], position_ids=position, logits_to_keep=1, **_with_cache(model, cache)).logits
+        logits = model(input_ids=ids, logits_to_keep=1, **_with_cache(model, cache)).logits
     prefill_entries, prefilled_bytes = _cache_stats(cache)
     visible = _effective_entries(model, cache)
     ttft = time.perf_counter() - started
@@ -264,6 +266,7 @@ def run_prompts(
                         "budget": float(budget),
                         "entries": int(entries),
                         "compression_ratio": ratio,
+                        "first_token": FIRST_TOKEN,
                         **(versions or {}),
                         **result,
                         "peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,

@@ -44,10 +44,13 @@ def bootstrap(values: Sequence[float], rounds: int = 2000, seed: int = 0) -> tup
 
 
 def label(record: Record) -> str:
-    """Row label: method, plus the draft for draft-based rows and a fixed lookahead."""
+    """Row label: method, plus the draft for draft-based rows, a fixed lookahead, and kvpress
+    rows from the worker's earlier protocol (their first answer token read the pruned cache)."""
     details = [str(record["draft"])] if record.get("draft") else []
     if record.get("lookahead") is not None:
         details.append(f"lookahead {record['lookahead']}")
+    if record.get("first_token") == "pruned_cache":
+        details.append("first token from the pruned cache")
     return f"{record['method']} ({', '.join(details)})" if details else str(record["method"])
 
 
