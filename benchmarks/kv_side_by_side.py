@@ -43,11 +43,19 @@ def main() -> None:
     parser.add_argument("paths", nargs="+", type=Path)
     parser.add_argument("--budget", type=float, default=0.1)
     parser.add_argument("--task", default=None, help="Only this task (default: all in the files).")
+    parser.add_argument(
+        "--lookahead-rows",
+        action="store_true",
+        help="Also the rows run with a fixed --lookahead (a sweep usually has fewer items, which the "
+        "common-item rule would then impose on every row).",
+    )
     args = parser.parse_args()
     records = [r for path in args.paths for r in load_records(path).values()]
     rows: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for record in records:
         if record.get("kind") != "kv" or "em" not in record or (args.task and record["task"] != args.task):
+            continue
+        if record.get("lookahead") is not None and not args.lookahead_rows:
             continue
         if record["method"] == "kv_full" or float(record["budget"]) == args.budget:
             rows[label(record)][record["item_id"]] = record

@@ -70,6 +70,19 @@ if [ -z "${TABLES_ONLY:-}" ]; then
      --prompts kv-prompts.jsonl \
      --presses snapkv,expected_attention,streaming_llm,tova,kvzip --out $D/kvpress-multikey-2k.jsonl
   $B --budgets 0.1 --import-kvpress $D/kvpress-multikey-2k.jsonl --out $D/bench-kv-fp32.jsonl
+  # SpecKV at 4k (bfloat16 on a CPU with bf16 instructions): multi-key and Quoref, the 135M
+  # draft, kvpress's three strongest presses at 2k on the multi-key items, and a lookahead sweep.
+  K4="--lengths 4096 --budgets 0.1 --draft smollm2-135m"
+  $A $K4 --tasks niah_multikey --limit 12 --methods kv_full,kv_snapkv,kv_speckv,kv_speckv_pc --out $D/bench-kv-4k.jsonl
+  $A $K4 --tasks quoref --limit 40 --methods kv_full,kv_snapkv,kv_speckv,kv_speckv_pc --out $D/bench-kv-4k.jsonl
+  for n in 4 8; do
+    $A $K4 --tasks niah_multikey --limit 8 --methods kv_speckv --lookahead $n --out $D/bench-kv-4k.jsonl
+  done
+  $B --tasks niah_multikey --lengths 4096 --budgets 0.1 --limit 12 --export-kv-prompts kv-prompts-4k.jsonl
+  .venv-kvpress/bin/python src/specrag/bench/kvpress_worker.py --threads 1 \
+     --model "$(.venv/bin/python -c 'from specrag.core.bundles import bundle_dir; print(bundle_dir("qwen2.5-coder-1.5b"))')" \
+     --prompts kv-prompts-4k.jsonl --presses snapkv,tova,kvzip --out $D/kvpress-multikey-4k.jsonl
+  $B --budgets 0.1 --import-kvpress $D/kvpress-multikey-4k.jsonl --out $D/bench-kv-4k.jsonl
 fi
 
 .venv/bin/python - <<'EOF'
@@ -91,6 +104,8 @@ runs = [
     ("KV-cache methods, niah_multikey 2k", [d / "bench-kv.jsonl"], (0.1,), "bench-kv"),
     ("KV-cache methods and kvpress presses, niah_multikey 2k, float32", [d / "bench-kv-fp32.jsonl"], (0.1,),
      "bench-kv-fp32"),
+    ("KV-cache methods and kvpress presses, niah_multikey and Quoref 4k, bfloat16", [d / "bench-kv-4k.jsonl"],
+     (0.1,), "bench-kv-4k"),
 ]
 parts = [
     "# Benchmark tables\n",
@@ -110,3 +125,7 @@ EOF
 .venv/bin/python benchmarks/pc_families.py $D/bench-pc-quoref.jsonl $D/bench-pc-multihop.jsonl $D/bench-pc-ruler.jsonl > docs/bench-pc-families.md
 .venv/bin/python benchmarks/pc_families.py $D/bench-pc-short.jsonl > docs/bench-pc-short.md
 .venv/bin/python benchmarks/kv_side_by_side.py $D/bench-kv-fp32.jsonl --budget 0.1
+for task in niah_multikey quoref; do
+  .venv/bin/python benchmarks/kv_side_by_side.py $D/bench-kv-4k.jsonl --budget 0.1 --task $task
+done
+.venv/bin/python benchmarks/kv_side_by_side.py $D/bench-kv-4k.jsonl --budget 0.1 --task niah_multikey --lookahead-rows
