@@ -71,18 +71,23 @@ if [ -z "${TABLES_ONLY:-}" ]; then
      --presses snapkv,expected_attention,streaming_llm,tova,kvzip --out $D/kvpress-multikey-2k.jsonl
   $B --budgets 0.1 --import-kvpress $D/kvpress-multikey-2k.jsonl --out $D/bench-kv-fp32.jsonl
   # SpecKV at 4k (bfloat16 on a CPU with bf16 instructions): multi-key and Quoref, the 135M
-  # draft, kvpress's three strongest presses at 2k on the multi-key items, and a lookahead sweep.
+  # draft, kvpress's three strongest presses at 2k on the multi-key items (two on Quoref), a lookahead sweep.
   K4="--lengths 4096 --budgets 0.1 --draft smollm2-135m"
   $A $K4 --tasks niah_multikey --limit 12 --methods kv_full,kv_snapkv,kv_speckv,kv_speckv_pc --out $D/bench-kv-4k.jsonl
-  $A $K4 --tasks quoref --limit 40 --methods kv_full,kv_snapkv,kv_speckv,kv_speckv_pc --out $D/bench-kv-4k.jsonl
-  for n in 4 8; do
-    $A $K4 --tasks niah_multikey --limit 8 --methods kv_speckv --lookahead $n --out $D/bench-kv-4k.jsonl
+  $A $K4 --tasks quoref --limit 14 --methods kv_full,kv_snapkv,kv_speckv,kv_speckv_pc --out $D/bench-kv-4k.jsonl
+  for n in 8 12; do
+    $A $K4 --tasks niah_multikey --limit 12 --methods kv_speckv --lookahead $n --out $D/bench-kv-4k.jsonl
   done
   $B --tasks niah_multikey --lengths 4096 --budgets 0.1 --limit 12 --export-kv-prompts kv-prompts-4k.jsonl
   .venv-kvpress/bin/python src/specrag/bench/kvpress_worker.py --threads 1 \
      --model "$(.venv/bin/python -c 'from specrag.core.bundles import bundle_dir; print(bundle_dir("qwen2.5-coder-1.5b"))')" \
      --prompts kv-prompts-4k.jsonl --presses snapkv,tova,kvzip --out $D/kvpress-multikey-4k.jsonl
   $B --budgets 0.1 --import-kvpress $D/kvpress-multikey-4k.jsonl --out $D/bench-kv-4k.jsonl
+  $B --tasks quoref --lengths 4096 --budgets 0.1 --limit 14 --export-kv-prompts kv-prompts-quoref-4k.jsonl
+  .venv-kvpress/bin/python src/specrag/bench/kvpress_worker.py --threads 1 \
+     --model "$(.venv/bin/python -c 'from specrag.core.bundles import bundle_dir; print(bundle_dir("qwen2.5-coder-1.5b"))')" \
+     --prompts kv-prompts-quoref-4k.jsonl --presses snapkv,tova --out $D/kvpress-quoref-4k.jsonl
+  $B --budgets 0.1 --import-kvpress $D/kvpress-quoref-4k.jsonl --out $D/bench-kv-4k.jsonl
 fi
 
 .venv/bin/python - <<'EOF'
