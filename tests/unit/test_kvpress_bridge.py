@@ -225,7 +225,7 @@ def test_export_run_import_round_trip(tmp_path: Path, target: LoadedModel) -> No
     earlier.write_text(
         "".join(json.dumps({k: v for k, v in line.items() if k != "first_token"}) + "\n" for line in lines)
     )
-    with pytest.raises(ValueError, match="earlier protocol"):
+    with pytest.raises(ValueError, match="two worker protocols"):
         import_kvpress([earlier], out)
     apart = tmp_path / "apart.jsonl"
     assert import_kvpress([earlier], apart) == 8

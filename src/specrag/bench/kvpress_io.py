@@ -155,9 +155,9 @@ def import_kvpress(results: Sequence[Path], out: Path) -> int:
         held = existing.get(record["key"])
         if held is not None and held.get("first_token", EARLIER_FIRST_TOKEN) != record["first_token"]:
             raise ValueError(
-                f"{out} already holds {record['method']} for {record['item_id']} from the worker's earlier "
-                f"protocol (first token from the {held.get('first_token', EARLIER_FIRST_TOKEN)!r}); "
-                "import into another --out file"
+                f"{out} already holds {record['method']} for {record['item_id']} with first_token "
+                f"{held.get('first_token', EARLIER_FIRST_TOKEN)!r}, these lines have {record['first_token']!r} "
+                "(two worker protocols): import into another --out file"
             )
     added = [record for record in records if record["key"] not in existing]
     out.parent.mkdir(parents=True, exist_ok=True)
