@@ -73,6 +73,7 @@ def main() -> None:
     )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
+    full = rows.get("kv_full")
     order = sorted(rows, key=lambda row: (row.split(" (")[0] not in ("kv_full",), row in presses, row))
     for row in order:
         chosen = [rows[row][item] for item in sorted(common)]
@@ -82,7 +83,6 @@ def main() -> None:
         against = _paired(em[row], em[best]) if best is not None and row != best else ""
         entries = statistics.median(float(r["kept_tokens"]) for r in chosen) if row != "kv_full" else None
         ttft = statistics.median(float(r["ttft_s"]) for r in chosen)
-        full = rows.get("kv_full")
         versus_full = (
             f"{statistics.median(float(rows[row][i]['ttft_s']) / float(full[i]['ttft_s']) for i in sorted(common)):.2f}"
             if full is not None

@@ -24,7 +24,7 @@ from typing import Any
 from ..core.models import LoadedModel
 from ..core.speckv import SpecKV
 from .budget import target_units
-from .kvpress_worker import METHOD_PREFIX, PRESSES
+from .kvpress_worker import EARLIER_FIRST_TOKEN, METHOD_PREFIX, PRESSES
 from .methods_kv import NO_EVICTION, kv_entries
 from .runner import ANSWER_STOP, SuiteConfig, dtype_name, kv_prompt_ids, load_records, result_key, scored_answer
 
@@ -47,10 +47,6 @@ _REQUIRED = (
 )
 """Every field the worker writes that a row is made of: a line without one is refused,
 never filled with a plausible default."""
-EARLIER_FIRST_TOKEN = "pruned_cache"
-"""``first_token`` of lines from the worker before it wrote that field: it prefilled all but
-the last prompt token under the press, so the first answer token read the pruned cache
-(SpecKV's reads the whole prompt). Such rows are labelled apart, never mixed with the others."""
 
 
 def export_kv_prompts(config: SuiteConfig, target: LoadedModel, path: Path) -> int:
@@ -153,10 +149,13 @@ def import_kvpress(results: Sequence[Path], out: Path) -> int:
     records = kvpress_records(lines)
     for record in records:
         held = existing.get(record["key"])
-        if held is not None and held.get("first_token", EARLIER_FIRST_TOKEN) != record["first_token"]:
+        if held is None:
+            continue
+        protocol = held.get("first_token", EARLIER_FIRST_TOKEN)
+        if protocol != record["first_token"]:
             raise ValueError(
                 f"{out} already holds {record['method']} for {record['item_id']} with first_token "
-                f"{held.get('first_token', EARLIER_FIRST_TOKEN)!r}, these lines have {record['first_token']!r} "
+                f"{protocol!r}, these lines have {record['first_token']!r} "
                 "(two worker protocols): import into another --out file"
             )
     added = [record for record in records if record["key"] not in existing]

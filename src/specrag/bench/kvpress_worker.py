@@ -65,6 +65,10 @@ METHOD_PREFIX = "kvpress_"
 
 FIRST_TOKEN = "full_prompt"
 """What the first answer token reads, written on every line: the whole prompt, as in SpecKV."""
+EARLIER_FIRST_TOKEN = "pruned_cache"
+"""``first_token`` of lines from the worker before it wrote that field: it prefilled all but
+the last prompt token under the press, so the first answer token read the pruned cache.
+Such rows are labelled apart, never mixed with the others."""
 
 
 def compression_ratio(prompt_tokens: int, entries: int) -> float:

@@ -34,6 +34,13 @@ KV_METHODS = ("kv_full", "kv_streaming", "kv_knorm", "kv_snapkv", "kv_speckv", "
 KV_DRAFT_METHODS = frozenset({"kv_speckv", "kv_speckv_pc"})
 LOOKAHEAD_METHODS = frozenset({"kv_speckv", "kv_oracle", "kv_speckv_pc"})
 """Rows whose eviction is scored from a lookahead answer, so ``lookahead=`` changes them."""
+
+
+def fixed_lookahead(method: str, lookahead: int | None) -> int | None:
+    """``lookahead`` where it changes ``method`` (a row in :data:`LOOKAHEAD_METHODS`), else None."""
+    return lookahead if method in LOOKAHEAD_METHODS else None
+
+
 UNAVAILABLE: dict[str, str] = {}
 """Method name -> why SpecKV cannot run it (such rows are reported as not measured)."""
 SPECKV_PC_KEEP = 0.5

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .kvpress_worker import EARLIER_FIRST_TOKEN
+
 START = "<!-- bench-suite:start -->"
 END = "<!-- bench-suite:end -->"
 Record = dict[str, Any]
@@ -49,7 +51,7 @@ def label(record: Record) -> str:
     details = [str(record["draft"])] if record.get("draft") else []
     if record.get("lookahead") is not None:
         details.append(f"lookahead {record['lookahead']}")
-    if record.get("first_token") == "pruned_cache":
+    if record.get("first_token") == EARLIER_FIRST_TOKEN:
         details.append("first token from the pruned cache")
     return f"{record['method']} ({', '.join(details)})" if details else str(record["method"])
 

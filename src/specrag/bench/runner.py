@@ -38,6 +38,7 @@ from .methods_kv import (
     NO_EVICTION,
     UNAVAILABLE,
     KVMethod,
+    fixed_lookahead,
     kv_figures,
     make_kv_method,
 )
@@ -111,8 +112,9 @@ def result_key(
     fixed lookahead only for the rows it changes (keys without one stay as they were)."""
     uses_draft = method in DRAFT_METHODS or method in KV_DRAFT_METHODS
     parts = [item_id, method, (draft or "-") if uses_draft else "-", target, f"{budget:g}"]
-    if lookahead is not None and method in LOOKAHEAD_METHODS:
-        parts.append(f"lookahead={lookahead}")
+    fixed = fixed_lookahead(method, lookahead)
+    if fixed is not None:
+        parts.append(f"lookahead={fixed}")
     return "|".join(parts)
 
 
@@ -297,9 +299,7 @@ def run_suite(
             prompt_tokens = len(kv_prompt_ids(answerer.engine, item))
         for name in kv_names:
             budgets = [1.0] if name == "kv_full" else list(config.budgets)
-            fixed = (
-                {"lookahead": config.lookahead} if config.lookahead is not None and name in LOOKAHEAD_METHODS else {}
-            )
+            fixed = fixed_lookahead(name, config.lookahead)
             for budget in budgets:
                 key = result_key(item.item_id, name, draft_name, target.name, budget, config.lookahead)
                 wanted.append(key)
@@ -326,7 +326,7 @@ def run_suite(
                         "full_prompt_tokens": prompt_tokens,
                         "compression_s": answered["ttft_s"] - answered["prefill_s"],
                         "peak_memory_bytes": _peak_memory_bytes(target.device),
-                        **fixed,
+                        **({} if fixed is None else {"lookahead": fixed}),
                     }
                 )
             bar.update(1)
