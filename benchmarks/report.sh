@@ -88,6 +88,8 @@ if [ -z "${TABLES_ONLY:-}" ]; then
      --model "$(.venv/bin/python -c 'from specrag.core.bundles import bundle_dir; print(bundle_dir("qwen2.5-coder-1.5b"))')" \
      --prompts kv-prompts-quoref-4k.jsonl --presses snapkv,tova --out $D/kvpress-quoref-4k.jsonl
   $B --budgets 0.1 --import-kvpress $D/kvpress-quoref-4k.jsonl --out $D/bench-kv-4k.jsonl
+  # The draft beside the prefill: one process alone (the overlapped draft takes the second core)
+  $A $K4 --tasks niah_multikey --limit 8 --methods kv_full,kv_speckv,kv_speckv_overlap --out $D/bench-kv-overlap-4k.jsonl
 fi
 
 .venv/bin/python - <<'EOF'

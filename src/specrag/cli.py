@@ -313,7 +313,8 @@ def bench(
         int | None,
         typer.Option(
             min=1,
-            help="Answer tokens scoring the cache in kv_speckv(_pc), kv_oracle (default: max-new-tokens, at most 64).",
+            help="Answer tokens scoring the cache in kv_speckv(_overlap, _pc), kv_oracle "
+            "(default: max-new-tokens, at most 64).",
         ),
     ] = None,
     device: DeviceOption = "auto",

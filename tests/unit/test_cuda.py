@@ -1,4 +1,5 @@
-"""The GPU path: SpecPC on CUDA keeps what it keeps on the CPU, batched and with prefix reuse.
+"""The GPU path: SpecPC on CUDA keeps what it keeps on the CPU, batched and with prefix reuse;
+SpecKV's overlapped draft on its own CUDA stream changes no token.
 
 Skipped without a CUDA device (CI has none); ``benchmarks/gpu_check.sh`` runs it on a GPU
 machine. Tiny fp32 models on both devices, so agreement is a matter of kernel rounding only.
@@ -10,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from specrag import CompressRequest, LoadedModel, SpecPC, build_tiny_model
+from speckv_inputs import PROMPT
+from specrag import CompressRequest, LoadedModel, SpecKV, SpecPC, build_tiny_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -34,3 +36,18 @@ def test_cuda_scores_and_keeps_what_the_cpu_does() -> None:
     batched = gpu.compress_batch(requests * 4)  # batch_size=None: 8 on a GPU
     assert [r.texts for r in batched] == [gpu.compress(r.documents, r.question).texts for r in requests * 4]
     assert gpu.prefix_cache.hits >= 1  # the second question over the same documents reused the first's cache
+
+
+def test_an_overlapped_draft_on_its_own_stream_changes_no_token() -> None:
+    def on_gpu(arch: str, **overrides: object) -> LoadedModel:
+        twin = build_tiny_model(arch, **overrides)
+        return LoadedModel(model=twin.model.to("cuda"), tokenizer=twin.tokenizer, name=f"{twin.name}-cuda")
+
+    target, draft = on_gpu("llama"), on_gpu("llama", num_hidden_layers=2)
+    results = [
+        SpecKV(target, draft, budget=40, window=8, overlap_draft=flag).generate(PROMPT, max_new_tokens=12)
+        for flag in (False, True)
+    ]
+    assert results[1].draft_overlapped and results[1].lookahead_tokens > 0
+    assert results[0].token_ids == results[1].token_ids
+    assert results[0].prefill_cache_entries == results[1].prefill_cache_entries

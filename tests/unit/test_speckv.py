@@ -13,15 +13,13 @@ import time
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
-    AutoModelForCausalLM,
     DynamicCache,
-    LlamaConfig,
     PreTrainedTokenizerFast,
     Qwen3NextConfig,
 )
 
+from speckv_inputs import MIXED, PROMPT, other_tokenizer_model
 from specrag import LoadedModel, SpecKV, SpecKVResult, SpecPC, build_tiny_model
 from specrag.core.models import cache_argument
 from specrag.core.speckv.attention_scores import (
@@ -40,16 +38,6 @@ from specrag.core.speckv.cache import (
 )
 from specrag.core.speckv.decoding import IncrementalText, Sampling, StopText, filter_logits, render_prompt
 
-PROMPT = (
-    "Documents: The capital of France is Paris. The river Seine flows through the city. "
-    "Mount Everest is the highest mountain on Earth, and the Pacific is the largest ocean. "
-    "In 1969 two astronauts walked on the Moon while a third one waited in orbit above them. "
-    "Question: What is the capital of France? Answer: The"
-)
-MIXED = {
-    "sliding_window": 16,
-    "layer_types": ["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
-}
 ARCHS = [
     pytest.param("llama", {}, id="llama"),
     pytest.param("qwen2", {}, id="qwen2"),
@@ -401,31 +389,8 @@ def test_documents_fill_the_template_and_a_compressor_shrinks_them(llama, draft)
         plain.generate([{"role": "system", "content": "x"}], documents=["d"], max_new_tokens=2)
 
 
-def _other_tokenizer_model() -> LoadedModel:
-    """A tiny Llama with its own, different byte-level vocabulary."""
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(
-        [PROMPT, "answers questions about cities and rivers"],
-        trainer=trainers.BpeTrainer(
-            vocab_size=300,
-            special_tokens=["</s>"],
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            show_progress=False,
-        ),
-    )
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="</s>", bos_token="</s>")
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=16, eos_token_id=tokenizer.eos_token_id,
-    )  # fmt: skip
-    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
-    return LoadedModel(model=model, tokenizer=tokenizer, name="tiny-other-vocab")
-
-
 def test_a_draft_with_another_tokenizer_hands_its_answer_over_as_text(llama):
-    other = _other_tokenizer_model()
+    other = other_tokenizer_model()
     engine = SpecKV(llama, other, budget=40, window=8, lookahead=6)
     assert not engine._shared_vocab
     result = engine.generate(PROMPT, max_new_tokens=6)

@@ -5,7 +5,8 @@ One :meth:`SpecKV.generate` call::
     prompt | messages (+ documents, SpecPC-compressed when a compressor is set)
       -> target token ids (chat template when the tokenizer has one)
       -> draft writes an approximate answer (greedy, ``lookahead`` tokens)   [only if the
-         prompt is longer than the budget and the policy uses a draft]
+         prompt is longer than the budget and the policy uses a draft; with
+         ``overlap_draft``, in a worker thread while the target prefills the prompt]
       -> target prefills the prompt, then the draft answer on top of it, while the
          policy's observer watches (e.g. folds the attention of the last ``window`` prompt
          queries and of every draft-answer query, per layer and KV head)
@@ -28,7 +29,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Generator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -40,7 +43,7 @@ from ..models import LoadedModel, cache_argument, load_model
 from ..specpc import CompressionResult, SpecPC
 from ..validation import validate_documents
 from .attention_scores import FanOut
-from .cache import BudgetedCache, plan_layers
+from .cache import BudgetedCache, LayerPlan, plan_layers
 from .decoding import (
     AsyncTextStream,
     IncrementalText,
@@ -152,6 +155,7 @@ class SpecKV:
         self._target_eos = _eos_ids(self.target)
         self._draft_eos = _eos_ids(self.draft) if self.draft is not None else frozenset()
         self._lock = threading.RLock()
+        self._worker: ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------ public API
     def generate(
@@ -269,26 +273,34 @@ class SpecKV:
 
             answer: list[int] = []
             draft_seconds = 0.0
+            pending: Future[tuple[list[int], float]] | None = None
+            overlapped = bool(lookahead) and self._overlaps()
             if lookahead:  # no eviction or no draft: nothing to look ahead for
-                started = time.perf_counter()
-                answer = self._draft_answer(prompt, ids, lookahead)
-                draft_seconds = time.perf_counter() - started
-                self._check_positions(length, len(answer), max_new_tokens)  # re-tokenized answers may be longer
+                draft_ids = self._draft_ids(prompt, ids, lookahead)
+                if overlapped:
+                    pending = self._draft_worker().submit(self._timed_draft, draft_ids, lookahead, own_stream=True)
+                else:
+                    answer, draft_seconds = self._timed_draft(draft_ids, lookahead)
+                    self._check_positions(length, len(answer), max_new_tokens)  # re-tokenized answers may be longer
 
             started = time.perf_counter()
-            plan = plan_layers(config, length + max(len(answer), max_new_tokens))
-            budgeted = frozenset(plan.budgeted_layers)
-            cache = BudgetedCache(plan)
-            window = self.settings.window
-            scorer = (
-                self.policy.observer("prefill", prompt_length=length, window=window, layers=budgeted) if evict else None
-            )
-            recent = (
-                self.policy.observer("decode", prompt_length=length, window=window, layers=budgeted)
-                if rescore
-                else None
-            )
-            logits = self._forward(ids, 0, cache, _fan_out([scorer, recent]))
+            try:
+                planned = len(answer) if pending is None else lookahead
+                prefill = self._prefill(ids, plan_layers(config, length + max(planned, max_new_tokens)), evict, rescore)
+                if pending is not None:
+                    answer, draft_seconds = pending.result()
+                    pending = None
+                    self._check_positions(length, len(answer), max_new_tokens)
+                    needed = plan_layers(config, length + max(len(answer), max_new_tokens))
+                    if needed != prefill.plan:
+                        # A re-tokenized answer longer than the lookahead made a sliding
+                        # window reachable: prefill again under the plan this call needs.
+                        prefill = self._prefill(ids, needed, evict, rescore)
+            finally:
+                if pending is not None:  # the prefill failed: let the draft finish before the lock opens
+                    wait([pending])
+            cache, scorer, recent, logits = prefill.cache, prefill.scorer, prefill.recent, prefill.logits
+            budgeted = frozenset(prefill.plan.budgeted_layers)
             if answer:
                 cache.start_rollback()
                 self._forward(answer, length, cache, scorer)
@@ -351,6 +363,7 @@ class SpecKV:
                 kv_bytes=cache.kv_bytes(),
                 full_kv_bytes=sum(n * size for n, size in zip(full_entries, sizes, strict=True)),
                 draft_seconds=draft_seconds,
+                draft_overlapped=overlapped,
                 prefill_seconds=prefill_seconds,
                 decode_seconds=decode_seconds,
                 decode_tokens_per_second=forwards / decode_seconds if decode_seconds > 0 else 0.0,
@@ -400,8 +413,9 @@ class SpecKV:
         """
         _check_fits(self.target, "target", length, lookahead, max_new_tokens, length + max(lookahead, max_new_tokens))
 
-    def _draft_answer(self, prompt: Prompt, target_ids: list[int], lookahead: int) -> list[int]:
-        """The draft's greedy approximate answer, as target token ids."""
+    def _draft_ids(self, prompt: Prompt, target_ids: list[int], lookahead: int) -> list[int]:
+        """The prompt as the draft reads it, refused up front if the draft cannot read it
+        plus ``lookahead`` tokens (before any model time is spent)."""
         assert self.draft is not None
         draft_ids = (
             target_ids
@@ -409,11 +423,58 @@ class SpecKV:
             else render_prompt(self.draft.tokenizer, prompt, f"draft {self.draft.name!r}")
         )
         _check_fits(self.draft, "draft", len(draft_ids), lookahead, 0, len(draft_ids) + lookahead)
-        answer = self._greedy(self.draft, draft_ids, lookahead)
-        if self._shared_vocab:
-            return answer
-        text = self.draft.tokenizer.decode(answer, skip_special_tokens=True)
-        return self.target.tokenizer.encode(text, add_special_tokens=False) if text else []
+        return draft_ids
+
+    def _timed_draft(
+        self, draft_ids: list[int], lookahead: int, *, own_stream: bool = False
+    ) -> tuple[list[int], float]:
+        """The draft's greedy approximate answer, as target token ids, and its seconds.
+
+        Runs in the caller's thread or, overlapping the prefill, in the draft worker with
+        ``own_stream``: a CUDA draft then gets a stream of its own, so its kernels can
+        interleave with the target's on one GPU (its tokens come back as ints, which
+        synchronises that stream before the target reads them).
+        """
+        assert self.draft is not None
+        started = time.perf_counter()
+        scope: AbstractContextManager[Any] = nullcontext()
+        if own_stream and self.draft.device.type == "cuda":
+            scope = torch.cuda.stream(torch.cuda.Stream(self.draft.device))
+        with scope:
+            answer = self._greedy(self.draft, draft_ids, lookahead)
+        if not self._shared_vocab:
+            text = self.draft.tokenizer.decode(answer, skip_special_tokens=True)
+            answer = self.target.tokenizer.encode(text, add_special_tokens=False) if text else []
+        return answer, time.perf_counter() - started
+
+    def _overlaps(self) -> bool:
+        """Whether the draft runs beside the target's prefill (``overlap_draft``)."""
+        chosen = self.settings.overlap_draft
+        if chosen is not None:
+            return chosen
+        assert self.draft is not None
+        return self.draft.device != self.target.device
+
+    def _draft_worker(self) -> ThreadPoolExecutor:
+        """The one thread drafts run in when they overlap the prefill (made on first use)."""
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="specrag-draft")
+        return self._worker
+
+    def _prefill(self, ids: list[int], plan: LayerPlan, evict: bool, rescore: int | None) -> _Prefill:
+        """The target's forward over the prompt into a fresh budgeted cache, watched by the
+        policy's prefill observer (when evicting) and decode observer (when re-scoring)."""
+        budgeted = frozenset(plan.budgeted_layers)
+        length, window = len(ids), self.settings.window
+        scorer = (
+            self.policy.observer("prefill", prompt_length=length, window=window, layers=budgeted) if evict else None
+        )
+        recent = (
+            self.policy.observer("decode", prompt_length=length, window=window, layers=budgeted) if rescore else None
+        )
+        cache = BudgetedCache(plan)
+        logits = self._forward(ids, 0, cache, _fan_out([scorer, recent]))
+        return _Prefill(plan, cache, scorer, recent, logits)
 
     def _greedy(self, loaded: LoadedModel, ids: list[int], count: int) -> list[int]:
         """Plain greedy decoding with a full cache (the draft is never evicted)."""
@@ -490,6 +551,17 @@ def check_draft(policy: EvictionPolicy, draft: object) -> None:
 
 
 # ---------------------------------------------------------------------------- helpers
+@dataclass
+class _Prefill:
+    """The target's cache and observers right after the prompt's forward."""
+
+    plan: LayerPlan
+    cache: BudgetedCache
+    scorer: EntryScorer | None
+    recent: EntryScorer | None
+    logits: torch.Tensor
+
+
 def _fan_out(observers: list[EntryScorer | None]) -> AttentionObserver | None:
     present = [observer for observer in observers if observer is not None]
     if not present:

@@ -38,8 +38,14 @@ class SpecKVResult(BaseModel):
     rescores: int = Field(description="Evictions during decoding (re-scoring mode).")
     kv_bytes: int = Field(description="Bytes of keys and values held at the end.")
     full_kv_bytes: int = Field(description="Bytes a full (never evicted) cache would hold then.")
-    draft_seconds: float
-    prefill_seconds: float = Field(description="Target prefill, scoring forward and eviction.")
+    draft_seconds: float = Field(description="The draft writing its answer (0 if none ran).")
+    draft_overlapped: bool = Field(
+        False, description="Whether the draft ran beside the target's prefill (``overlap_draft``)."
+    )
+    prefill_seconds: float = Field(
+        description="Target prefill, scoring forward and eviction; with an overlapped draft, "
+        "also any wait for the draft's answer."
+    )
     decode_seconds: float
     decode_tokens_per_second: float = Field(description="Decode forwards per second.")
     compression: CompressionResult | None = Field(
@@ -49,3 +55,11 @@ class SpecKVResult(BaseModel):
     @property
     def output_tokens(self) -> int:
         return len(self.token_ids)
+
+    @property
+    def time_to_first_token(self) -> float:
+        """Seconds until the first answer token: compression, then the draft and the prefill,
+        which count once where they overlapped (the prefill then spans the draft)."""
+        compression = self.compression.seconds if self.compression is not None else 0.0
+        draft = 0.0 if self.draft_overlapped else self.draft_seconds
+        return compression + draft + self.prefill_seconds

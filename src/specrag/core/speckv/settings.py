@@ -40,6 +40,15 @@ class SpecKVSettings(BaseModel):
         "layer back so the cache never exceeds the budget. None = evict once after prefill "
         "(the paper's behaviour).",
     )
+    overlap_draft: bool | None = Field(
+        None,
+        description="Write the draft's answer in a worker thread while the target prefills "
+        "the prompt, instead of before it: only the scoring forward after the prefill needs "
+        "the answer. Tokens are identical either way; time to first token drops by up to the "
+        "draft's time when the two really run at once. None = only when draft and target sit "
+        "on different devices; True = always (one CUDA device: the draft gets its own stream; "
+        "one CPU: both share torch's threads, so it pays only with spare cores); False = never.",
+    )
     document_template: str = Field(
         "Documents:\n\n{context}\n\nQuestion: {question}\nAnswer:",
         description="How documents and question form the user turn when documents are given.",
