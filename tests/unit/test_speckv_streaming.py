@@ -13,22 +13,12 @@ import pytest
 import torch
 from transformers import DynamicCache
 
+from speckv_inputs import MIXED, PROMPT
 from specrag import LoadedModel, SpecKV, SpecPC, build_tiny_model
 from specrag.core.attention import capture_attention
 from specrag.core.models import cache_argument
 from specrag.core.speckv.attention_scores import sink_and_recent_indices
 from specrag.core.speckv.cache import plan_layers
-
-PROMPT = (
-    "Documents: The capital of France is Paris. The river Seine flows through the city. "
-    "Mount Everest is the highest mountain on Earth, and the Pacific is the largest ocean. "
-    "In 1969 two astronauts walked on the Moon while a third one waited in orbit above them. "
-    "Question: What is the capital of France? Answer: The"
-)
-MIXED = {
-    "sliding_window": 16,
-    "layer_types": ["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
-}
 
 
 class KeyLog:
