@@ -71,9 +71,11 @@ def test_a_failing_overlapped_draft_raises_and_leaves_the_engine_usable(llama):
     engine = SpecKV(llama, broken, budget=40, window=8, overlap_draft=True)
     with pytest.raises(IndexError):
         engine.generate(PROMPT, max_new_tokens=4)
-    healthy = SpecKV(llama, None, budget=40, window=8)
-    engine.draft = None  # the same engine, now without the draft, still generates
-    assert engine.generate(PROMPT, max_new_tokens=4).token_ids == healthy.generate(PROMPT, max_new_tokens=4).token_ids
+    # The same engine, its draft replaced by a working one, overlaps again in the same worker.
+    engine.draft = build_tiny_model("llama", num_hidden_layers=2)
+    expected = SpecKV(llama, engine.draft, budget=40, window=8, overlap_draft=False).generate(PROMPT, max_new_tokens=4)
+    result = engine.generate(PROMPT, max_new_tokens=4)
+    assert result.draft_overlapped and result.token_ids == expected.token_ids
 
 
 def test_overlap_draft_must_be_a_bool_or_none(llama, draft):
