@@ -253,122 +253,152 @@ class SpecKV:
         options: GenerationOptions,
         generator: torch.Generator,
     ) -> Generator[str, None, SpecKVResult]:
-        max_new_tokens = options.max_new_tokens
         with self._lock:
-            prompt, compression = self._with_documents(prompt, documents)
-            ids = render_prompt(self.target.tokenizer, prompt, f"target {self.target.name!r}")
-            if not ids:
-                raise ValueError("prompt must not be empty: it renders to no tokens")
-            length = len(ids)
-            rescore = self.settings.rescore_every
-            prefill_keep = kept_after_eviction(self.budget, self.settings)
-            evict = length > prefill_keep
-
-            lookahead = self._lookahead(max_new_tokens) if evict else 0
-            self._check_positions(length, lookahead, max_new_tokens)
-            config = self.target.model.config
-            # Refuse before spending time on the draft; re-checked with the actual answer
-            # length, which can exceed `lookahead` when the draft has another tokenizer.
-            plan_layers(config, length + max(lookahead, max_new_tokens))
-
+            call = self._plan_call(prompt, documents, options.max_new_tokens)
             answer: list[int] = []
             draft_seconds = 0.0
             pending: Future[tuple[list[int], float]] | None = None
-            overlapped = bool(lookahead) and self._overlaps()
-            if lookahead:  # no eviction or no draft: nothing to look ahead for
-                draft_ids = self._draft_ids(prompt, ids, lookahead)
+            overlapped = bool(call.lookahead) and self._overlaps()
+            if call.lookahead:  # no eviction or no draft: nothing to look ahead for
+                draft_ids = self._draft_ids(call.prompt, call.ids, call.lookahead)
                 if overlapped:
-                    pending = self._draft_worker().submit(self._timed_draft, draft_ids, lookahead, own_stream=True)
+                    pending = self._draft_worker().submit(self._timed_draft, draft_ids, call.lookahead, own_stream=True)
                 else:
-                    answer, draft_seconds = self._timed_draft(draft_ids, lookahead)
-                    self._check_positions(length, len(answer), max_new_tokens)  # re-tokenized answers may be longer
+                    answer, draft_seconds = self._timed_draft(draft_ids, call.lookahead)
+                    # Re-tokenized answers may be longer than the lookahead.
+                    self._check_positions(call.length, len(answer), call.max_new_tokens)
 
             started = time.perf_counter()
             try:
-                planned = len(answer) if pending is None else lookahead
-                prefill = self._prefill(ids, plan_layers(config, length + max(planned, max_new_tokens)), evict, rescore)
+                planned = len(answer) if pending is None else call.lookahead
+                prefill = self._prefill(call, self._layer_plan(call, planned))
                 if pending is not None:
                     answer, draft_seconds = pending.result()
                     pending = None
-                    self._check_positions(length, len(answer), max_new_tokens)
-                    needed = plan_layers(config, length + max(len(answer), max_new_tokens))
+                    self._check_positions(call.length, len(answer), call.max_new_tokens)
+                    needed = self._layer_plan(call, len(answer))
                     if needed != prefill.plan:
                         # A re-tokenized answer longer than the lookahead made a sliding
                         # window reachable: prefill again under the plan this call needs.
-                        prefill = self._prefill(ids, needed, evict, rescore)
+                        prefill = self._prefill(call, needed)
             finally:
                 if pending is not None:  # the prefill failed: let the draft finish before the lock opens
                     wait([pending])
-            cache, scorer, recent, logits = prefill.cache, prefill.scorer, prefill.recent, prefill.logits
-            budgeted = frozenset(prefill.plan.budgeted_layers)
-            if answer:
-                cache.start_rollback()
-                self._forward(answer, length, cache, scorer)
-                cache.rollback(len(answer))
-            if evict:
-                self._evict(cache, budgeted, scorer, prefill_keep)
-            prefill_entries = cache.entries()
+            self._score_and_evict(call, prefill, answer)
             prefill_seconds = time.perf_counter() - started
-
-            started = time.perf_counter()
-            text = IncrementalText(self.target.tokenizer)
-            shown = StopText(list(options.stop or ()))
-            tokens: list[int] = []
-            finish: FinishReason = "length"
-            peak = rescores = forwards = 0
-            position = length
-            for step in range(max_new_tokens):
-                token = next_token(logits[0], options.sampling, generator)
-                tokens.append(token)
-                yield shown.add(text.push(token))
-                if token in self._target_eos:
-                    finish = "eos"
-                    break
-                if shown.stopped:
-                    finish = "stop"
-                    break
-                if step == max_new_tokens - 1:
-                    break
-                if rescore is not None and _largest(cache, budgeted) >= self.budget:
-                    self._evict(cache, budgeted, recent, prefill_keep)
-                    rescores += 1
-                logits = self._forward([token], position, cache, recent)
-                position += 1
-                forwards += 1
-                peak = max(peak, _largest(cache, budgeted))
-            if not shown.stopped:
-                yield shown.add(text.flush())
-                if shown.stopped:
-                    finish = "stop"
-                else:
-                    yield shown.finish()
-            decode_seconds = time.perf_counter() - started
-
-            entries = cache.entries()
-            sizes = cache.entry_bytes()
-            full_entries = [length + forwards if index in budgeted else held for index, held in enumerate(entries)]
-            return SpecKVResult(
-                text=shown.text,
-                token_ids=tokens,
-                finish_reason=finish,
-                prompt_tokens=length,
-                lookahead_tokens=len(answer),
-                budget=self.budget,
-                evicted=evict,
-                budgeted_layers=sorted(budgeted),
-                prefill_cache_entries=prefill_entries,
-                cache_entries=entries,
-                peak_decode_entries=peak,
-                rescores=rescores,
-                kv_bytes=cache.kv_bytes(),
-                full_kv_bytes=sum(n * size for n, size in zip(full_entries, sizes, strict=True)),
-                draft_seconds=draft_seconds,
-                draft_overlapped=overlapped,
-                prefill_seconds=prefill_seconds,
-                decode_seconds=decode_seconds,
-                decode_tokens_per_second=forwards / decode_seconds if decode_seconds > 0 else 0.0,
-                compression=compression,
+            return (
+                yield from self._decode(
+                    call, prefill, options, generator, _Spent(len(answer), draft_seconds, overlapped, prefill_seconds)
+                )
             )
+
+    def _plan_call(self, prompt: Prompt, documents: list[str] | None, max_new_tokens: int) -> _Call:
+        """The target's token ids and what this call will do with them, refused up front
+        (empty prompt, too many positions) before any model time is spent."""
+        prompt, compression = self._with_documents(prompt, documents)
+        ids = render_prompt(self.target.tokenizer, prompt, f"target {self.target.name!r}")
+        if not ids:
+            raise ValueError("prompt must not be empty: it renders to no tokens")
+        length = len(ids)
+        keep = kept_after_eviction(self.budget, self.settings)
+        evict = length > keep
+        lookahead = self._lookahead(max_new_tokens) if evict else 0
+        self._check_positions(length, lookahead, max_new_tokens)
+        call = _Call(prompt, ids, compression, max_new_tokens, evict, keep, lookahead)
+        # Refuse before spending time on the draft; re-checked with the actual answer
+        # length, which can exceed `lookahead` when the draft has another tokenizer.
+        self._layer_plan(call, lookahead)
+        return call
+
+    def _layer_plan(self, call: _Call, answer_tokens: int) -> LayerPlan:
+        """Which layers this call budgets, given how many draft-answer tokens it scores."""
+        return plan_layers(self.target.model.config, call.length + max(answer_tokens, call.max_new_tokens))
+
+    def _score_and_evict(self, call: _Call, prefill: _Prefill, answer: list[int]) -> None:
+        """The target reads the draft's answer on top of the prompt (watched by the
+        policy's scorer, then rolled back) and the budgeted layers are cut to the budget."""
+        cache, scorer = prefill.cache, prefill.scorer
+        if answer:
+            cache.start_rollback()
+            self._forward(answer, call.length, cache, scorer)
+            cache.rollback(len(answer))
+        if call.evict:
+            self._evict(cache, frozenset(prefill.plan.budgeted_layers), scorer, call.keep)
+
+    def _decode(
+        self,
+        call: _Call,
+        prefill: _Prefill,
+        options: GenerationOptions,
+        generator: torch.Generator,
+        spent: _Spent,
+    ) -> Generator[str, None, SpecKVResult]:
+        """Decode from the evicted prefill (its last logits give the first token): stop
+        strings, EOS, streaming, optional re-scoring; then the call's result."""
+        cache, recent, logits = prefill.cache, prefill.recent, prefill.logits
+        budgeted = frozenset(prefill.plan.budgeted_layers)
+        rescore = self.settings.rescore_every
+        length, max_new_tokens = call.length, call.max_new_tokens
+        prefill_entries = cache.entries()
+        started = time.perf_counter()
+        text = IncrementalText(self.target.tokenizer)
+        shown = StopText(list(options.stop or ()))
+        tokens: list[int] = []
+        finish: FinishReason = "length"
+        peak = rescores = forwards = 0
+        position = length
+        for step in range(max_new_tokens):
+            token = next_token(logits[0], options.sampling, generator)
+            tokens.append(token)
+            yield shown.add(text.push(token))
+            if token in self._target_eos:
+                finish = "eos"
+                break
+            if shown.stopped:
+                finish = "stop"
+                break
+            if step == max_new_tokens - 1:
+                break
+            if rescore is not None and _largest(cache, budgeted) >= self.budget:
+                self._evict(cache, budgeted, recent, call.keep)
+                rescores += 1
+            logits = self._forward([token], position, cache, recent)
+            position += 1
+            forwards += 1
+            peak = max(peak, _largest(cache, budgeted))
+        if not shown.stopped:
+            yield shown.add(text.flush())
+            if shown.stopped:
+                finish = "stop"
+            else:
+                yield shown.finish()
+        decode_seconds = time.perf_counter() - started
+
+        entries = cache.entries()
+        sizes = cache.entry_bytes()
+        full_entries = [length + forwards if index in budgeted else held for index, held in enumerate(entries)]
+        return SpecKVResult(
+            text=shown.text,
+            token_ids=tokens,
+            finish_reason=finish,
+            prompt_tokens=length,
+            lookahead_tokens=spent.answer_tokens,
+            budget=self.budget,
+            evicted=call.evict,
+            budgeted_layers=sorted(budgeted),
+            prefill_cache_entries=prefill_entries,
+            cache_entries=entries,
+            peak_decode_entries=peak,
+            rescores=rescores,
+            kv_bytes=cache.kv_bytes(),
+            full_kv_bytes=sum(n * size for n, size in zip(full_entries, sizes, strict=True)),
+            draft_seconds=spent.draft_seconds,
+            draft_overlapped=spent.overlapped,
+            prefill_seconds=spent.prefill_seconds,
+            decode_seconds=decode_seconds,
+            decode_tokens_per_second=forwards / decode_seconds if decode_seconds > 0 else 0.0,
+            compression=call.compression,
+        )
 
     # ------------------------------------------------------------------ steps
     def _with_documents(self, prompt: Prompt, documents: list[str] | None) -> tuple[Prompt, CompressionResult | None]:
@@ -461,20 +491,29 @@ class SpecKV:
             self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="specrag-draft")
         return self._worker
 
-    def _prefill(self, ids: list[int], plan: LayerPlan, evict: bool, rescore: int | None) -> _Prefill:
+    def _prefill(self, call: _Call, plan: LayerPlan) -> _Prefill:
         """The target's forward over the prompt into a fresh budgeted cache, watched by the
         policy's prefill observer (when evicting) and decode observer (when re-scoring)."""
+        scorer, recent = self._observers(call, plan)
+        cache = BudgetedCache(plan)
+        logits = self._forward(call.ids, 0, cache, _fan_out([scorer, recent]))
+        return _Prefill(plan, cache, scorer, recent, logits)
+
+    def _observers(self, call: _Call, plan: LayerPlan) -> tuple[EntryScorer | None, EntryScorer | None]:
+        """This call's fresh prefill scorer (when evicting) and decode observer (when re-scoring)."""
         budgeted = frozenset(plan.budgeted_layers)
-        length, window = len(ids), self.settings.window
+        window = self.settings.window
         scorer = (
-            self.policy.observer("prefill", prompt_length=length, window=window, layers=budgeted) if evict else None
+            self.policy.observer("prefill", prompt_length=call.length, window=window, layers=budgeted)
+            if call.evict
+            else None
         )
         recent = (
-            self.policy.observer("decode", prompt_length=length, window=window, layers=budgeted) if rescore else None
+            self.policy.observer("decode", prompt_length=call.length, window=window, layers=budgeted)
+            if self.settings.rescore_every
+            else None
         )
-        cache = BudgetedCache(plan)
-        logits = self._forward(ids, 0, cache, _fan_out([scorer, recent]))
-        return _Prefill(plan, cache, scorer, recent, logits)
+        return scorer, recent
 
     def _greedy(self, loaded: LoadedModel, ids: list[int], count: int) -> list[int]:
         """Plain greedy decoding with a full cache (the draft is never evicted)."""
@@ -551,6 +590,35 @@ def check_draft(policy: EvictionPolicy, draft: object) -> None:
 
 
 # ---------------------------------------------------------------------------- helpers
+@dataclass(frozen=True)
+class _Call:
+    """One call's prompt as the target reads it, and what the call will do with it."""
+
+    prompt: Prompt
+    ids: list[int]
+    compression: CompressionResult | None
+    max_new_tokens: int
+    evict: bool
+    keep: int
+    """Entries per budgeted layer after eviction."""
+    lookahead: int
+    """Draft tokens to write (0: no draft runs)."""
+
+    @property
+    def length(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True)
+class _Spent:
+    """What a call spent before decoding, for its result."""
+
+    answer_tokens: int
+    draft_seconds: float
+    overlapped: bool
+    prefill_seconds: float
+
+
 @dataclass
 class _Prefill:
     """The target's cache and observers right after the prompt's forward."""
