@@ -317,6 +317,14 @@ def bench(
             "(default: max-new-tokens, at most 64).",
         ),
     ] = None,
+    share_prefill: Annotated[
+        bool,
+        typer.Option(
+            "--share-prefill/--no-share-prefill",
+            help="KV rows of an item answer from one target prefill (not kv_speckv_pc, kv_speckv_overlap): "
+            "same answers, seconds composed from the shared forward.",
+        ),
+    ] = False,
     device: DeviceOption = "auto",
     tables: Annotated[Path | None, typer.Option(help="Write markdown tables (95 % CIs) here.")] = None,
     img_dir: Annotated[Path | None, typer.Option(help="Write plots here.")] = None,
@@ -376,6 +384,7 @@ def bench(
             tables=tables,
             img_dir=img_dir,
             lookahead=lookahead,
+            share_prefill=share_prefill,
         )
         err.print(f"{len(records)} results in {escape(str(out))}", soft_wrap=True)
 

@@ -219,3 +219,44 @@ def test_lookahead_is_refused_where_it_changes_nothing(tmp_path: Path) -> None:
         _config(tmp_path / "x.jsonl", methods=("kv_snapkv",), lookahead=4).validate()
     with pytest.raises(ValueError, match="lookahead must be >= 1"):
         _config(tmp_path / "x.jsonl", methods=("kv_speckv",), lookahead=0).validate()
+
+
+def test_shared_prefill_rows_answer_as_their_own_runs(tmp_path: Path, models: dict[str, object]) -> None:
+    """``--share-prefill`` changes how often the target prefills, never a row's answer or
+    kept entries; SpecKV-PC (another prompt) still runs on its own."""
+    base = {
+        "tasks": ("niah_multikey", "vt"),
+        "methods": ("kv_full", "kv_snapkv", "kv_speckv", "kv_streaming", "kv_speckv_pc"),
+        "budgets": (0.25, 0.5),
+    }
+    fields = ("prediction", "kept_tokens", "lookahead_tokens", "kv_bytes_end", "prompt_tokens")
+    rows = {}
+    for shared in (False, True):
+        out = tmp_path / f"shared-{shared}.jsonl"
+        records = run_suite(
+            _config(out, share_prefill=shared, **base), target=models["target"], draft=models["draft"], progress=False
+        )  # type: ignore[arg-type]
+        rows[shared] = {r["key"]: r for r in records}
+    assert rows[False].keys() == rows[True].keys() and len(rows[True]) == 2 * 2 * (1 + 4 * 2)
+    for key, alone in rows[False].items():
+        together = rows[True][key]
+        assert {field: together[field] for field in fields} == {field: alone[field] for field in fields}
+        assert together.get("shared_prefill", False) is (alone["method"] != "kv_speckv_pc")
+        assert "shared_prefill" not in alone
+
+
+def test_list_answers_get_a_list_instruction_and_room_for_every_value(models: dict[str, object]) -> None:
+    """Items needing all their answers (multi-value, variable tracking) ask for one comma-separated
+    line, which the newline stop does not cut, with at least LIST_ANSWER_TOKENS new tokens."""
+    from specrag import SpecKV
+
+    target = models["target"]
+    items = {item.task: item for item in build_items(TASKS[1:], (160,), 1, 0, target.tokenizer)}  # type: ignore[attr-defined]
+    engine = SpecKV(target, None, budget=1 << 20)  # type: ignore[arg-type]
+    for task, item in items.items():
+        prompt = target.tokenizer.decode(runner.kv_prompt_ids(engine, item))  # type: ignore[attr-defined]
+        listed = task in {"niah_multivalue", "vt"}
+        assert item.require_all is listed
+        assert ("separated by commas" in prompt) is listed and ("short phrase" in prompt) is not listed
+        assert runner.answer_tokens(item, 16) == (runner.LIST_ANSWER_TOKENS if listed else 16)
+        assert runner.answer_tokens(item, 64) == 64

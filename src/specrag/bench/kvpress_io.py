@@ -26,7 +26,16 @@ from ..core.speckv import SpecKV
 from .budget import target_units
 from .kvpress_worker import EARLIER_FIRST_TOKEN, METHOD_PREFIX, PRESSES
 from .methods_kv import NO_EVICTION, kv_entries
-from .runner import ANSWER_STOP, SuiteConfig, dtype_name, kv_prompt_ids, load_records, result_key, scored_answer
+from .runner import (
+    ANSWER_STOP,
+    SuiteConfig,
+    answer_tokens,
+    dtype_name,
+    kv_prompt_ids,
+    load_records,
+    result_key,
+    scored_answer,
+)
 
 KVPRESS_METHODS = tuple(f"{METHOD_PREFIX}{name}" for name in PRESSES)
 """Bench rows the worker can fill (``kvpress_snapkv``, ...)."""
@@ -71,7 +80,7 @@ def export_kv_prompts(config: SuiteConfig, target: LoadedModel, path: Path) -> i
                 "require_all": item.require_all,
                 "input_ids": ids,
                 "entries": {f"{budget:g}": kv_entries(len(ids), budget) for budget in config.budgets},
-                "max_new_tokens": config.max_new_tokens,
+                "max_new_tokens": answer_tokens(item, config.max_new_tokens),
                 "stop": list(ANSWER_STOP),
             }
             handle.write(json.dumps(line) + "\n")

@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from ..core.models import LoadedModel
-from ..core.speckv import SpecKV
+from ..core.speckv import SpecKV, SpecKVResult
+from ..core.speckv.shared_prefill import generate_shared_prefill
 from ..core.specpc import ScoredContext
 from .budget import budget_tokens, target_units
 from .kvpress_worker import METHOD_PREFIX as KVPRESS_PREFIX
@@ -55,6 +56,14 @@ from .metrics import answer_contained, exact_match, token_f1
 from .tasks import BenchItem, build_items
 
 INSTRUCTION = "Answer the question with a short phrase copied from the documents. No explanation."
+LIST_INSTRUCTION = (
+    "Answer the question with every answer copied from the documents, separated by commas, on one line. No explanation."
+)
+"""For items whose answers are all needed (niah_multivalue, vt): one line holds them all, so
+:data:`ANSWER_STOP` does not cut the list after its first entry."""
+LIST_ANSWER_TOKENS = 48
+"""Fewest new tokens for those items: four 7-digit values with separators are about 40 target
+tokens (Qwen writes one token per digit), where one short answer fits in 16."""
 DOCUMENT_TEMPLATE = "Documents:\n\n{context}\n\nQuestion: {question}\nAnswer:"
 """SpecKV's default document template, repeated here to count full-prompt tokens."""
 ANSWER_STOP = ("\n",)
@@ -75,6 +84,10 @@ class SuiteConfig:
     max_new_tokens: int = 16
     lookahead: int | None = None
     """Answer tokens that score the cache in the lookahead KV rows (None: SpecKV's default)."""
+    share_prefill: bool = False
+    """KV rows of one item answer from one target prefill (:data:`OWN_PREFILL` rows excepted):
+    same answers and kept entries, each row's seconds composed from the shared forward (see
+    :mod:`specrag.core.speckv.shared_prefill`); records carry ``shared_prefill``."""
     out: Path = Path("bench-results.jsonl")
     quoref_examples: Sequence[Any] | None = field(default=None, repr=False)
 
@@ -152,12 +165,35 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+OWN_PREFILL = frozenset({"kv_speckv_pc", "kv_speckv_overlap"})
+"""KV rows that never share a prefill: SpecKV-PC's target reads another (compressed) prompt,
+and the overlapped row times its draft beside its own prefill."""
+
+
+def instruction_for(item: BenchItem) -> str:
+    """The system instruction the target answers ``item`` under (a list where all answers count)."""
+    return LIST_INSTRUCTION if item.require_all else INSTRUCTION
+
+
+def answer_tokens(item: BenchItem, max_new_tokens: int) -> int:
+    """New tokens the target may write for ``item``: ``max_new_tokens``, at least
+    :data:`LIST_ANSWER_TOKENS` where all answers are needed."""
+    return max(max_new_tokens, LIST_ANSWER_TOKENS) if item.require_all else max_new_tokens
+
+
+def question_messages(item: BenchItem) -> list[dict[str, str]]:
+    """The chat the target answers (documents are folded into the user turn by SpecKV)."""
+    return [{"role": "system", "content": instruction_for(item)}, {"role": "user", "content": item.question}]
+
+
 def kv_prompt_ids(engine: SpecKV, item: BenchItem) -> list[int]:
     """The token ids every KV row's target reads for ``item``: the chat template around the
     instruction and :data:`DOCUMENT_TEMPLATE` (what :meth:`SpecKV.generate` renders from the
     same messages and documents)."""
     full_prompt = DOCUMENT_TEMPLATE.format(context="\n\n".join(item.documents), question=item.question)
-    return engine.render([{"role": "system", "content": INSTRUCTION}, {"role": "user", "content": full_prompt}])
+    return engine.render(
+        [{"role": "system", "content": instruction_for(item)}, {"role": "user", "content": full_prompt}]
+    )
 
 
 def scored_answer(prediction: str, answers: Sequence[str], require_all: bool) -> dict[str, Any]:
@@ -179,15 +215,63 @@ class _Answerer:
 
     def __call__(self, engine: SpecKV | None, item: BenchItem, documents: Sequence[str]) -> dict[str, Any]:
         runner = engine or self.engine
-        messages = [{"role": "system", "content": INSTRUCTION}, {"role": "user", "content": item.question}]
         result = runner.generate(
-            messages,
+            question_messages(item),
             documents=[d for d in documents if d] or [""],
-            max_new_tokens=self.max_new_tokens,
+            max_new_tokens=answer_tokens(item, self.max_new_tokens),
             stop=list(ANSWER_STOP),
         )
+        return self._scored(item, result)
+
+    def sharing_prefill(self, engines: Sequence[SpecKV], item: BenchItem) -> list[dict[str, Any]]:
+        """Every engine answers ``item`` (uncompressed) from one target prefill; see
+        :func:`~specrag.core.speckv.shared_prefill.generate_shared_prefill`."""
+        results = generate_shared_prefill(
+            engines,
+            question_messages(item),
+            documents=list(item.documents),
+            max_new_tokens=answer_tokens(item, self.max_new_tokens),
+            stop=list(ANSWER_STOP),
+        )
+        return [{**self._scored(item, result), "shared_prefill": True} for result in results]
+
+    @staticmethod
+    def _scored(item: BenchItem, result: SpecKVResult) -> dict[str, Any]:
         prediction = result.text.strip()
         return {**scored_answer(prediction, item.answers, item.require_all), **kv_figures(result)}
+
+
+def _kv_record(
+    base: dict[str, Any],
+    answered: dict[str, Any],
+    name: str,
+    budget: float,
+    key: str,
+    entries: int,
+    draft_name: str | None,
+    prompt_tokens: int,
+    lookahead: int | None,
+    device: torch.device,
+) -> dict[str, Any]:
+    """One KV row's JSONL record."""
+    kept = min(entries, prompt_tokens)
+    fixed = fixed_lookahead(name, lookahead)
+    return {
+        **base,
+        **answered,
+        "key": key,
+        "method": name,
+        "kind": "kv",
+        "draft": draft_name if name in KV_DRAFT_METHODS else None,
+        "budget": budget,
+        "budget_tokens": kept,
+        "kept_tokens": kept,
+        "kept_fraction": kept / prompt_tokens,
+        "full_prompt_tokens": prompt_tokens,
+        "compression_s": answered["ttft_s"] - answered["prefill_s"],
+        "peak_memory_bytes": _peak_memory_bytes(device),
+        **({} if fixed is None else {"lookahead": fixed}),
+    }
 
 
 def run_suite(
@@ -294,12 +378,12 @@ def run_suite(
                         record.update(answered, peak_memory_bytes=_peak_memory_bytes(target.device))
                     emit(record)
             bar.update(1)
-        if kv_names:
-            assert answerer is not None
-            prompt_tokens = len(kv_prompt_ids(answerer.engine, item))
+        if not kv_names or answerer is None:  # the answerer exists whenever KV rows do
+            continue
+        prompt_tokens = len(kv_prompt_ids(answerer.engine, item))
+        jobs: list[tuple[str, float, str, int]] = []  # (method, budget, key, cache entries)
         for name in kv_names:
             budgets = [1.0] if name == "kv_full" else list(config.budgets)
-            fixed = fixed_lookahead(name, config.lookahead)
             for budget in budgets:
                 key = result_key(item.item_id, name, draft_name, target.name, budget, config.lookahead)
                 wanted.append(key)
@@ -307,29 +391,22 @@ def run_suite(
                     continue
                 if name not in kv_cache:
                     kv_cache[name] = make_kv_method(name, target=target, draft=draft, lookahead=config.lookahead)
-                method = kv_cache[name]
-                entries = method.kv_budget(prompt_tokens, None if name == "kv_full" else budget)
-                _reset_peak(target.device)
-                answered = answerer(method.engine(entries), item, item.documents)  # type: ignore[misc]
-                emit(
-                    {
-                        **base,
-                        **answered,
-                        "key": key,
-                        "method": name,
-                        "kind": "kv",
-                        "draft": draft_name if name in KV_DRAFT_METHODS else None,
-                        "budget": budget,
-                        "budget_tokens": min(entries, prompt_tokens),
-                        "kept_tokens": min(entries, prompt_tokens),
-                        "kept_fraction": min(entries, prompt_tokens) / prompt_tokens,
-                        "full_prompt_tokens": prompt_tokens,
-                        "compression_s": answered["ttft_s"] - answered["prefill_s"],
-                        "peak_memory_bytes": _peak_memory_bytes(target.device),
-                        **({} if fixed is None else {"lookahead": fixed}),
-                    }
-                )
-            bar.update(1)
+                entries = kv_cache[name].kv_budget(prompt_tokens, None if name == "kv_full" else budget)
+                jobs.append((name, budget, key, entries))
+        together = [job for job in jobs if config.share_prefill and job[0] not in OWN_PREFILL]
+        if together:
+            _reset_peak(target.device)
+            engines = [kv_cache[name].engine(entries) for name, _, _, entries in together]
+            for job, answered in zip(together, answerer.sharing_prefill(engines, item), strict=True):
+                emit(_kv_record(base, answered, *job, draft_name, prompt_tokens, config.lookahead, target.device))
+        for job in jobs:
+            if job in together:
+                continue
+            name, _, _, entries = job
+            _reset_peak(target.device)
+            answered = answerer(kv_cache[name].engine(entries), item, item.documents)
+            emit(_kv_record(base, answered, *job, draft_name, prompt_tokens, config.lookahead, target.device))
+        bar.update(len(kv_names))
     bar.close()
     return [records[key] for key in wanted if key in records]
 

@@ -201,6 +201,7 @@ def run_command(
     tables: Path | None,
     img_dir: Path | None,
     lookahead: int | None = None,
+    share_prefill: bool = False,
     progress: bool = True,
     loaded: dict[str, LoadedModel] | None = None,
 ) -> list[dict[str, Any]]:
@@ -216,6 +217,7 @@ def run_command(
         answer=answer,
         max_new_tokens=max_new_tokens,
         lookahead=lookahead,
+        share_prefill=share_prefill,
         out=out,
     )
     config.validate()
