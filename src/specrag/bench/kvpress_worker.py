@@ -162,7 +162,11 @@ def answer(
     cache = DynamicCache()
     started = time.perf_counter()
     with press(model) if press is not None else contextlib.nullcontext():
-        logits = model(input_ids=ids, logits_to_keep=1, **_with_cache(model, cache)).logits
+        # An index tensor, not logits_to_keep=1: the LM head then reads a fresh row, not a
+        # strided slice that torch's bf16 CPU matmul copies the whole head weight for (as in
+        # specrag.core.models.last_logits_only; the worker imports nothing of specrag).
+        last = torch.tensor([length - 1], device=device)
+        logits = model(input_ids=ids, logits_to_keep=last, **_with_cache(model, cache)).logits
     prefill_entries, prefilled_bytes = _cache_stats(cache)
     visible = _effective_entries(model, cache)
     ttft = time.perf_counter() - started

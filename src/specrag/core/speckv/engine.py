@@ -39,7 +39,7 @@ from transformers import DynamicCache, PreTrainedTokenizerBase
 from typing_extensions import Unpack
 
 from ..attention import AttentionObserver, capture_attention, enable_capture
-from ..models import LoadedModel, cache_argument, load_model
+from ..models import LoadedModel, cache_argument, last_logits_only, load_model
 from ..specpc import CompressionResult, SpecPC
 from ..validation import validate_documents
 from .attention_scores import FanOut
@@ -551,7 +551,7 @@ class SpecKV:
                 position_ids=positions,
                 use_cache=True,
                 **cache_argument(loaded.model, cache),
-                logits_to_keep=1,
+                logits_to_keep=last_logits_only(len(ids), loaded.device),
             )
         return output.logits[:, -1, :]
 

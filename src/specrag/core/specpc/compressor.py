@@ -33,7 +33,7 @@ from transformers import DynamicCache, PreTrainedTokenizerBase
 from ..attention import AttentionCapture, StopForward, capture_attention, enable_capture
 from ..budget import resolve_budget, resolve_call_budget
 from ..embeddings import Embedder, SentenceVectors, VectorMemo, resolve_embedder
-from ..models import LoadedModel, cache_argument, load_model
+from ..models import LoadedModel, cache_argument, last_logits_only, load_model
 from ..segmentation import DocumentTokens, tokenize_document
 from ..sentences import index_in_spans, sentence_spans
 from ..validation import validate_documents, validate_text
@@ -540,7 +540,13 @@ class SpecPC:
         )
         positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)
         with capture_attention(capture), suppress(StopForward):
-            self.draft.model(input_ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=1)
+            self.draft.model(
+                input_ids,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=False,
+                logits_to_keep=last_logits_only(input_ids.shape[1], input_ids.device),
+            )
         rows = capture.result().float().cpu().numpy()
         return [self._checked(rows[row, width - len(piece.ids) :]) for row, piece in enumerate(pieces)]
 
@@ -646,7 +652,12 @@ class SpecPC:
             end_layer=self.settings.draft_layers,
         )
         with capture_attention(capture), suppress(StopForward):
-            output = model(input_ids, use_cache=cache is not None, logits_to_keep=1, **cache_argument(model, cache))
+            output = model(
+                input_ids,
+                use_cache=cache is not None,
+                logits_to_keep=last_logits_only(input_ids.shape[1], input_ids.device),
+                **cache_argument(model, cache),
+            )
             eos = self.draft.tokenizer.eos_token_id
             for _ in range(lookahead - 1):
                 next_token = output.logits[:, -1].argmax(dim=-1, keepdim=True)
