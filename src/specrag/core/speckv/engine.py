@@ -495,9 +495,16 @@ class SpecKV:
         """The target's forward over the prompt into a fresh budgeted cache, watched by the
         policy's prefill observer (when evicting) and decode observer (when re-scoring)."""
         scorer, recent = self._observers(call, plan)
-        cache = BudgetedCache(plan)
-        logits = self._forward(call.ids, 0, cache, _fan_out([scorer, recent]))
+        cache, logits = self._watched_prefill(call.ids, plan, [scorer, recent])
         return _Prefill(plan, cache, scorer, recent, logits)
+
+    def _watched_prefill(
+        self, ids: list[int], plan: LayerPlan, observers: Sequence[EntryScorer | None]
+    ) -> tuple[BudgetedCache, torch.Tensor]:
+        """The forward over ``ids`` into a fresh budgeted cache, watched by ``observers``
+        (this call's, or several engines' when they share the prefill); last logits."""
+        cache = BudgetedCache(plan)
+        return cache, self._forward(ids, 0, cache, _fan_out(observers))
 
     def _observers(self, call: _Call, plan: LayerPlan) -> tuple[EntryScorer | None, EntryScorer | None]:
         """This call's fresh prefill scorer (when evicting) and decode observer (when re-scoring)."""
@@ -630,7 +637,7 @@ class _Prefill:
     logits: torch.Tensor
 
 
-def _fan_out(observers: list[EntryScorer | None]) -> AttentionObserver | None:
+def _fan_out(observers: Sequence[EntryScorer | None]) -> AttentionObserver | None:
     present = [observer for observer in observers if observer is not None]
     if not present:
         return None

@@ -22,17 +22,15 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from typing import Any
 
 from typing_extensions import Unpack
 
 from ..validation import validate_documents
-from .cache import BudgetedCache, LayerPlan
-from .decoding import Prompt, make_generator, validate_prompt
-from .engine import SpecKV, _Call, _fan_out, _Prefill, _Spent
-from .policies import EntryScorer
+from .decoding import Prompt, TextStream, make_generator, validate_prompt
+from .engine import SpecKV, _Call, _Prefill, _Spent
 from .result import SpecKVResult
 from .settings import GenerationKwargs, GenerationOptions
 
@@ -95,20 +93,25 @@ def generate_shared_prefill(
             )
         observers = [engine._observers(call, plans[0]) for engine, call in zip(engines, calls, strict=True)]
         started = time.perf_counter()
-        shared = _shared_forward(first, calls[0].ids, plans[0], [watcher for pair in observers for watcher in pair])
+        cache, logits = first._watched_prefill(
+            calls[0].ids, plans[0], [watcher for pair in observers for watcher in pair]
+        )
         shared_seconds = time.perf_counter() - started
 
         results = []
         for index, (engine, call, (answer, draft_seconds), (scorer, recent)) in enumerate(
             zip(engines, calls, answers, observers, strict=True)
         ):
-            own_cache = shared.cache if index == len(engines) - 1 else copy.deepcopy(shared.cache)
-            prefill = _Prefill(shared.plan, own_cache, scorer, recent, shared.logits)
+            own_cache = cache if index == len(engines) - 1 else copy.deepcopy(cache)
+            prefill = _Prefill(plans[0], own_cache, scorer, recent, logits)
             started = time.perf_counter()
             engine._score_and_evict(call, prefill, answer)
             spent = _Spent(len(answer), draft_seconds, False, shared_seconds + time.perf_counter() - started)
             generator = make_generator(engine.target.device, settings.seed)
-            results.append(_drain(engine._decode(call, prefill, settings, generator, spent)))
+            stream = TextStream(engine._decode(call, prefill, settings, generator, spent))
+            for _ in stream:
+                pass
+            results.append(stream.result)
     return results
 
 
@@ -130,13 +133,6 @@ def _draft_answers(engines: Sequence[SpecKV], calls: Sequence[_Call]) -> list[tu
     return answers
 
 
-def _shared_forward(engine: SpecKV, ids: list[int], plan: LayerPlan, observers: list[EntryScorer | None]) -> _Prefill:
-    """The one target forward over the prompt, watched by every engine's observers."""
-    cache = BudgetedCache(plan)
-    logits = engine._forward(ids, 0, cache, _fan_out(observers))
-    return _Prefill(plan, cache, None, None, logits)
-
-
 def _check_shareable(engines: Sequence[SpecKV]) -> None:
     target = engines[0].target
     for engine in engines:
@@ -152,15 +148,6 @@ def _check_shareable(engines: Sequence[SpecKV]) -> None:
             raise ValueError(
                 "an engine with overlap_draft=True times its draft beside its own prefill; generate with it alone"
             )
-
-
-def _drain(events: Generator[str, None, SpecKVResult]) -> SpecKVResult:
-    """Run a decode generator to its end and return its result."""
-    while True:
-        try:
-            next(events)
-        except StopIteration as stop:
-            return stop.value
 
 
 __all__ = ["generate_shared_prefill"]
