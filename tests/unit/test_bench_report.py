@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 
-from specrag.bench.report import paired_table, sign_test
+from specrag.bench.report import bootstrap, paired_table, sign_test
 
 
 def test_sign_test_exact_values() -> None:
@@ -29,3 +31,15 @@ def test_paired_table_counts_only_shared_items() -> None:
     assert f"{sign_test(5, 2):.3f}" in row
     assert "full" not in table
     assert paired_table(records, "contained", "oracle", (0.1,)).startswith("_no oracle")
+
+
+def test_bootstrap_interval_of_a_median_brackets_it_and_ignores_one_outlier() -> None:
+    # Per-item time ratios: one slow outlier (a busy CPU) moves the mean's interval far
+    # more than the median's, which is why the KV tables bootstrap the median.
+    ratios = [1.05, 1.08, 1.10, 1.02, 1.12, 1.07, 1.09, 1.04, 1.06, 3.0]
+    low, high = bootstrap(ratios, statistic=statistics.median)
+    assert low <= statistics.median(ratios) <= high
+    assert high < 1.2
+    assert bootstrap(ratios)[1] > 1.3  # the mean's interval reaches towards the outlier
+    assert bootstrap(ratios, statistic=statistics.median) == (low, high)  # seeded
+    assert bootstrap([]) == (0.0, 0.0)
