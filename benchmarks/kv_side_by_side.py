@@ -8,7 +8,8 @@ the same per-item JSONL (docs/kvpress.md). This prints the comparison the report
 per row, exact match with its 95 % Wilson interval, paired wins and losses with the exact
 sign test against window-only eviction (``kv_snapkv``) and against the best kvpress press.
 It also gives what attention reads after the prompt (entries per layer), the cache held at
-the end, median time to first token, its median ratio to the full cache's on the same item
+the end, median time to first token, its median ratio to the full cache's (or
+``--time-reference``'s) on the same item, with a 95 % bootstrap interval
 (the cost a user sees: draft and compression included), the draft's share of the row's own
 time to first token, and decode speed. Only items every row has are counted, so all rows
 compare the same prompts.
@@ -38,10 +39,10 @@ def _paired(mine: dict[str, float], theirs: dict[str, float]) -> str:
     return f"+{wins}/−{losses}" + (f" (p = {p:.3f})" if p < 1 else "")
 
 
-def _ratio_to_full(row: dict[str, dict[str, Any]], full: dict[str, dict[str, Any]], items: list[str]) -> str:
-    """Median per-item ratio of time to first token to the full cache's, with its 95 %
+def _time_ratio(row: dict[str, dict[str, Any]], reference: dict[str, dict[str, Any]], items: list[str]) -> str:
+    """Median per-item ratio of time to first token to the reference row's, with its 95 %
     bootstrap interval: the items are paired, so the prompt's own cost cancels out."""
-    ratios = [float(row[item]["ttft_s"]) / float(full[item]["ttft_s"]) for item in items]
+    ratios = [float(row[item]["ttft_s"]) / float(reference[item]["ttft_s"]) for item in items]
     low, high = bootstrap(ratios, statistic=statistics.median)
     return f"{statistics.median(ratios):.2f} [{low:.2f}, {high:.2f}]"
 
@@ -56,6 +57,12 @@ def main() -> None:
         action="store_true",
         help="Also the rows run with a fixed --lookahead (a sweep usually has fewer items, which the "
         "common-item rule would then impose on every row).",
+    )
+    parser.add_argument(
+        "--time-reference",
+        default="kv_full",
+        help="The row time to first token is divided by (kv_snapkv: what the draft adds to the same "
+        "eviction without one).",
     )
     args = parser.parse_args()
     records = [r for path in args.paths for r in load_records(path).values()]
@@ -77,11 +84,11 @@ def main() -> None:
     print(f"N = {len(common)} items with every row; budget {args.budget:g} of the prompt's entries per layer\n")
     header = (
         "| row | EM [95 % CI] | vs kv_snapkv | vs best press | entries read | KV MiB at end "
-        "| TTFT s (median) | TTFT / full's, median [95 % CI] | draft / TTFT | decode tok/s |"
+        f"| TTFT s (median) | TTFT / {args.time_reference}'s, median [95 % CI] | draft / TTFT | decode tok/s |"
     )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
-    full = rows.get("kv_full")
+    reference = rows.get(args.time_reference)
     order = sorted(rows, key=lambda row: (row.split(" (")[0] not in ("kv_full",), row in presses, row))
     for row in order:
         chosen = [rows[row][item] for item in sorted(common)]
@@ -91,12 +98,17 @@ def main() -> None:
         against = _paired(em[row], em[best]) if best is not None and row != best else ""
         entries = statistics.median(float(r["kept_tokens"]) for r in chosen) if row != "kv_full" else None
         ttft = statistics.median(float(r["ttft_s"]) for r in chosen)
-        versus_full = _ratio_to_full(rows[row], full, sorted(common)) if full is not None and row != "kv_full" else ""
+        versus_reference = (
+            _time_ratio(rows[row], reference, sorted(common))
+            if reference is not None and row != args.time_reference
+            else ""
+        )
         draft = statistics.median(float(r.get("draft_s", 0.0)) / float(r["ttft_s"]) for r in chosen)
         print(
             f"| {row} | {hits / len(common):.2f} [{low:.2f}, {high:.2f}] | {versus} | {against} | "
             f"{'all' if entries is None else f'{entries:.0f}'} | "
-            f"{statistics.median(float(r['kv_bytes_end']) for r in chosen) / 2**20:.1f} | {ttft:.1f} | {versus_full} | "
+            f"{statistics.median(float(r['kv_bytes_end']) for r in chosen) / 2**20:.1f} | {ttft:.1f} | "
+            f"{versus_reference} | "
             f"{draft:.2f} | {statistics.median(float(r['decode_tok_s']) for r in chosen):.2f} |"
         )
     if best is not None:
