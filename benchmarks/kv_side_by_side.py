@@ -59,6 +59,14 @@ def main() -> None:
         "common-item rule would then impose on every row).",
     )
     parser.add_argument(
+        "--metric",
+        choices=("em", "answer_contained"),
+        default="em",
+        help="Per-item score: exact match, or answer_contained (every expected value appears in the "
+        "answer: RULER's all-values match for multi-value and variable tracking, which an answer that "
+        "repeats a value after the list fails under EM).",
+    )
+    parser.add_argument(
         "--time-reference",
         default="kv_full",
         help="The row time to first token is divided by (kv_snapkv: what the draft adds to the same "
@@ -68,7 +76,7 @@ def main() -> None:
     records = [r for path in args.paths for r in load_records(path).values()]
     rows: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for record in records:
-        if record.get("kind") != "kv" or "em" not in record or (args.task and record["task"] != args.task):
+        if record.get("kind") != "kv" or args.metric not in record or (args.task and record["task"] != args.task):
             continue
         if record.get("lookahead") is not None and not args.lookahead_rows:
             continue
@@ -77,13 +85,14 @@ def main() -> None:
     common = set.intersection(*(set(items) for items in rows.values())) if rows else set()
     if not common:
         raise SystemExit("no item has every row; run the missing rows first")
-    em = {row: {item: float(rows[row][item]["em"]) for item in common} for row in rows}
+    em = {row: {item: float(rows[row][item][args.metric]) for item in common} for row in rows}
     presses = [row for row in rows if row.split(" (")[0] in KVPRESS_METHODS]
     best = max(presses, key=lambda row: (sum(em[row].values()), row)) if presses else None
 
     print(f"N = {len(common)} items with every row; budget {args.budget:g} of the prompt's entries per layer\n")
+    score = "EM" if args.metric == "em" else "all values in the answer"
     header = (
-        "| row | EM [95 % CI] | vs kv_snapkv | vs best press | entries read | KV MiB at end "
+        f"| row | {score} [95 % CI] | vs kv_snapkv | vs best press | entries read | KV MiB at end "
         f"| TTFT s (median) | TTFT / {args.time_reference}'s, median [95 % CI] | draft / TTFT | decode tok/s |"
     )
     print(header)
