@@ -94,3 +94,5 @@ def test_refuses_engines_that_cannot_share_a_prefill(llama, draft, qwen2):
         generate_shared_prefill([SpecKV(llama, None, budget=40), templated], "Which river?", documents=DOCS)
     with pytest.raises(TypeError, match="SpecKV instances"):
         generate_shared_prefill([SpecKV(llama, None, budget=40), "engine"], PROMPT)  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="SpecKV instances"):  # first in the list too: no AttributeError
+        generate_shared_prefill(["engine", SpecKV(llama, None, budget=40)], PROMPT)  # type: ignore[list-item]

@@ -134,10 +134,11 @@ def _draft_answers(engines: Sequence[SpecKV], calls: Sequence[_Call]) -> list[tu
 
 
 def _check_shareable(engines: Sequence[SpecKV]) -> None:
-    target = engines[0].target
     for engine in engines:
         if not isinstance(engine, SpecKV):
             raise TypeError(f"engines must be SpecKV instances, got {type(engine).__name__}")
+    target = engines[0].target
+    for engine in engines:
         if engine.target is not target:
             raise ValueError("the engines must share one target model (the same LoadedModel) to share its prefill")
         if engine.compressor is not None:
