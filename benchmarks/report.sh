@@ -90,6 +90,26 @@ if [ -z "${TABLES_ONLY:-}" ]; then
   $B --budgets 0.1 --import-kvpress $D/kvpress-quoref-4k.jsonl --out $D/bench-kv-4k.jsonl
   # The draft beside the prefill: one process alone (the overlapped draft takes the second core)
   $A $K4 --tasks niah_multikey --limit 8 --methods kv_full,kv_speckv,kv_speckv_overlap --out $D/bench-kv-overlap-4k.jsonl
+  # After the LM-head fix: every variant's own cost (no shared prefill), multi-key 4k, N = 8
+  $A $K4 --tasks niah_multikey --limit 8 \
+     --methods kv_full,kv_snapkv,kv_speckv,kv_speckv_overlap,kv_speckv_pc --out $D/bench-kv-4k-fix.jsonl
+  # N = 40 multi-key and the RULER tasks at 4k, budgets 1/10 and 1/4, one target prefill per item
+  # for our rows (--share-prefill), kvpress's TOVA beside them on the same token ids
+  S4="--lengths 4096 --budgets 0.1,0.25 --draft smollm2-135m"
+  KVP=".venv-kvpress/bin/python src/specrag/bench/kvpress_worker.py --threads 1 --presses tova"
+  MODEL="$(.venv/bin/python -c 'from specrag.core.bundles import bundle_dir; print(bundle_dir("qwen2.5-coder-1.5b"))')"
+  $A $S4 --share-prefill --tasks niah_multikey --limit 40 --methods kv_full,kv_snapkv,kv_speckv \
+     --out $D/bench-kv-4k-n40.jsonl
+  $B $S4 --tasks niah_multikey --limit 40 --export-kv-prompts kv-prompts-mk4k.jsonl
+  $KVP --model "$MODEL" --prompts kv-prompts-mk4k.jsonl --out $D/kvpress-multikey-4k-n40.jsonl
+  $B $S4 --import-kvpress $D/kvpress-multikey-4k-n40.jsonl --out $D/bench-kv-4k-n40.jsonl
+  for spec in "niah_multivalue 16" "vt 8" "niah_single 16"; do
+    set -- $spec
+    $A $S4 --share-prefill --tasks $1 --limit $2 --methods kv_full,kv_snapkv,kv_speckv --out $D/bench-kv-ruler4k.jsonl
+    $B $S4 --tasks $1 --limit $2 --export-kv-prompts kv-prompts-$1-4k.jsonl
+    $KVP --model "$MODEL" --prompts kv-prompts-$1-4k.jsonl --out $D/kvpress-ruler4k.jsonl
+  done
+  $B $S4 --import-kvpress $D/kvpress-ruler4k.jsonl --out $D/bench-kv-ruler4k.jsonl
 fi
 
 .venv/bin/python - <<'EOF'
@@ -136,3 +156,13 @@ for task in niah_multikey quoref; do
   .venv/bin/python benchmarks/kv_side_by_side.py $D/bench-kv-4k.jsonl --budget 0.1 --task $task
 done
 .venv/bin/python benchmarks/kv_side_by_side.py $D/bench-kv-4k.jsonl --budget 0.1 --task niah_multikey --lookahead-rows
+.venv/bin/python benchmarks/kv_side_by_side.py $D/bench-kv-4k-fix.jsonl --budget 0.1
+.venv/bin/python benchmarks/kv_side_by_side.py $D/bench-kv-4k-fix.jsonl --budget 0.1 --time-reference kv_snapkv
+for budget in 0.1 0.25; do
+  .venv/bin/python benchmarks/kv_side_by_side.py $D/bench-kv-4k-n40.jsonl --budget $budget
+  .venv/bin/python benchmarks/kv_side_by_side.py $D/bench-kv-ruler4k.jsonl --budget $budget --task niah_single
+  for task in niah_multivalue vt; do
+    .venv/bin/python benchmarks/kv_side_by_side.py $D/bench-kv-ruler4k.jsonl --budget $budget --task $task \
+      --metric answer_contained
+  done
+done
