@@ -85,9 +85,11 @@ def main() -> None:
     common = set.intersection(*(set(items) for items in rows.values())) if rows else set()
     if not common:
         raise SystemExit("no item has every row; run the missing rows first")
-    em = {row: {item: float(rows[row][item][args.metric]) for item in common} for row in rows}
+    if args.time_reference not in rows and args.time_reference != "kv_full":  # no full cache: blank ratios
+        raise SystemExit(f"--time-reference {args.time_reference!r} is not a row here; rows: {', '.join(sorted(rows))}")
+    scores = {row: {item: float(rows[row][item][args.metric]) for item in common} for row in rows}
     presses = [row for row in rows if row.split(" (")[0] in KVPRESS_METHODS]
-    best = max(presses, key=lambda row: (sum(em[row].values()), row)) if presses else None
+    best = max(presses, key=lambda row: (sum(scores[row].values()), row)) if presses else None
 
     print(f"N = {len(common)} items with every row; budget {args.budget:g} of the prompt's entries per layer\n")
     score = "EM" if args.metric == "em" else "all values in the answer"
@@ -101,17 +103,13 @@ def main() -> None:
     order = sorted(rows, key=lambda row: (row.split(" (")[0] not in ("kv_full",), row in presses, row))
     for row in order:
         chosen = [rows[row][item] for item in sorted(common)]
-        hits = sum(em[row].values())
+        hits = sum(scores[row].values())
         low, high = wilson(int(hits), len(common))
-        versus = _paired(em[row], em["kv_snapkv"]) if "kv_snapkv" in em and row != "kv_snapkv" else ""
-        against = _paired(em[row], em[best]) if best is not None and row != best else ""
+        versus = _paired(scores[row], scores["kv_snapkv"]) if "kv_snapkv" in scores and row != "kv_snapkv" else ""
+        against = _paired(scores[row], scores[best]) if best is not None and row != best else ""
         entries = statistics.median(float(r["kept_tokens"]) for r in chosen) if row != "kv_full" else None
         ttft = statistics.median(float(r["ttft_s"]) for r in chosen)
-        versus_reference = (
-            _time_ratio(rows[row], reference, sorted(common))
-            if reference is not None and row != args.time_reference
-            else ""
-        )
+        versus_reference = _time_ratio(rows[row], reference, sorted(common)) if row != args.time_reference else ""
         draft = statistics.median(float(r.get("draft_s", 0.0)) / float(r["ttft_s"]) for r in chosen)
         print(
             f"| {row} | {hits / len(common):.2f} [{low:.2f}, {high:.2f}] | {versus} | {against} | "
