@@ -124,6 +124,14 @@ def test_lookahead_setting_caps_the_draft(llama, draft):
     assert result.lookahead_tokens == 3
 
 
+def test_the_result_shows_the_draft_answer_that_scored(llama, draft):
+    result = SpecKV(llama, draft, budget=40, window=8, lookahead=5).generate(PROMPT, max_new_tokens=12)
+    alone = SpecKV(draft, None, budget=1 << 20).generate(PROMPT, max_new_tokens=5)
+    assert result.lookahead_tokens == 5
+    assert result.draft_answer == draft.tokenizer.decode(alone.token_ids, skip_special_tokens=True)
+    assert SpecKV(llama, None, budget=40, window=8).generate(PROMPT, max_new_tokens=3).draft_answer == ""
+
+
 def test_mean_reduction_also_keeps_the_budget(llama, draft):
     result = SpecKV(llama, draft, budget=40, window=8, reduction="mean").generate(PROMPT, max_new_tokens=4)
     assert result.prefill_cache_entries == [40] * 4

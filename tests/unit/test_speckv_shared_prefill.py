@@ -34,6 +34,7 @@ def _assert_same(shared: list, alone: list) -> None:
         assert one.token_ids == other.token_ids
         assert one.text == other.text
         assert one.lookahead_tokens == other.lookahead_tokens
+        assert one.draft_answer == other.draft_answer
         assert one.evicted == other.evicted
         assert one.prefill_cache_entries == other.prefill_cache_entries
         assert one.cache_entries == other.cache_entries

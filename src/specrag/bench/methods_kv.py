@@ -134,8 +134,9 @@ def make_kv_method(
     raise ValueError(f"unknown KV method {name!r}; expected one of {KV_METHODS}")
 
 
-def kv_figures(result: SpecKVResult) -> dict[str, float | int]:
-    """Cost figures of one generation: time to first token, decode speed, cache bytes.
+def kv_figures(result: SpecKVResult) -> dict[str, float | int | str]:
+    """Cost figures of one generation: time to first token, decode speed, cache bytes,
+    and the draft's answer that scored the cache (what to read when a row goes wrong).
 
     The peak cache is the prefill's: eviction happens once, after the prompt has been
     held in full (plus the draft answer while it is scored), so bytes per entry times the
@@ -155,4 +156,5 @@ def kv_figures(result: SpecKVResult) -> dict[str, float | int]:
         "kv_bytes_peak": peak,
         "prompt_tokens": result.prompt_tokens,
         "lookahead_tokens": result.lookahead_tokens,
+        "draft_answer": result.draft_answer,
     }

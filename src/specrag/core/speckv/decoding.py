@@ -118,6 +118,12 @@ def next_token(logits: torch.Tensor, sampling: Sampling, generator: torch.Genera
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
+def decode_text(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> str:
+    """``ids`` as text, special tokens left out (one flat id list decodes to one ``str``;
+    the stub's ``list[str]`` is for batches)."""
+    return cast(str, tokenizer.decode(list(ids), skip_special_tokens=True))
+
+
 class IncrementalText:
     """Token ids in, text deltas out, never splitting a multi-byte character.
 
@@ -134,8 +140,7 @@ class IncrementalText:
         self._read = 0  # end of what has been emitted
 
     def _decode(self, ids: Sequence[int]) -> str:
-        # One flat id list decodes to one str; the stub's list[str] is for batches.
-        return cast(str, self.tokenizer.decode(list(ids), skip_special_tokens=True))
+        return decode_text(self.tokenizer, ids)
 
     def push(self, token: int) -> str:
         """Add one token; return the newly complete text (maybe empty)."""

@@ -50,6 +50,7 @@ from .decoding import (
     Prompt,
     StopText,
     TextStream,
+    decode_text,
     make_generator,
     next_token,
     render_prompt,
@@ -288,7 +289,7 @@ class SpecKV:
             prefill_seconds = time.perf_counter() - started
             return (
                 yield from self._decode(
-                    call, prefill, options, generator, _Spent(len(answer), draft_seconds, overlapped, prefill_seconds)
+                    call, prefill, options, generator, _Spent(tuple(answer), draft_seconds, overlapped, prefill_seconds)
                 )
             )
 
@@ -382,7 +383,8 @@ class SpecKV:
             token_ids=tokens,
             finish_reason=finish,
             prompt_tokens=length,
-            lookahead_tokens=spent.answer_tokens,
+            lookahead_tokens=len(spent.answer),
+            draft_answer=decode_text(self.target.tokenizer, spent.answer),
             budget=self.budget,
             evicted=call.evict,
             budgeted_layers=sorted(budgeted),
@@ -620,7 +622,8 @@ class _Call:
 class _Spent:
     """What a call spent before decoding, for its result."""
 
-    answer_tokens: int
+    answer: tuple[int, ...]
+    """The draft's answer as target token ids (empty when no draft ran)."""
     draft_seconds: float
     overlapped: bool
     prefill_seconds: float

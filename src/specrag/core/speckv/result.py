@@ -27,6 +27,12 @@ class SpecKVResult(BaseModel):
     finish_reason: FinishReason = Field(description="'eos', 'stop' (a stop string) or 'length'.")
     prompt_tokens: int = Field(description="Target tokens of the prompt (after compression).")
     lookahead_tokens: int = Field(description="Draft-answer tokens (target ids) that scored.")
+    draft_answer: str = Field(
+        "",
+        description="The draft's approximate answer that scored the cache, as the target's "
+        "tokens decoded ('' when no draft ran). Read it when an evicted answer goes wrong: "
+        "a draft that cannot answer the question scores the cache with noise.",
+    )
     budget: int
     evicted: bool = Field(description="Whether the prefill was evicted (prompt > budget).")
     budgeted_layers: list[int] = Field(description="Layers whose cache is kept to the budget.")

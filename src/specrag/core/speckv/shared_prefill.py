@@ -106,7 +106,7 @@ def generate_shared_prefill(
             prefill = _Prefill(plans[0], own_cache, scorer, recent, logits)
             started = time.perf_counter()
             engine._score_and_evict(call, prefill, answer)
-            spent = _Spent(len(answer), draft_seconds, False, shared_seconds + time.perf_counter() - started)
+            spent = _Spent(tuple(answer), draft_seconds, False, shared_seconds + time.perf_counter() - started)
             generator = make_generator(engine.target.device, settings.seed)
             stream = TextStream(engine._decode(call, prefill, settings, generator, spent))
             for _ in stream:
