@@ -28,9 +28,10 @@ class DevRun:
     items: list[BenchItem]
 
 
-def dev_run(description: str, *, tasks: str, budgets: str, limit: int = 20) -> DevRun:
+def dev_run(description: str, *, tasks: str, budgets: str, limit: int = 20, out_option: bool = False) -> DevRun:
     """Parse the shared options (``--tasks --length --limit --seed --budgets --draft --target
-    --threads``) and load the draft, the target's tokenizer and the items."""
+    --threads``, and ``--out`` with ``out_option``) and load the draft, the target's tokenizer
+    and the items."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--tasks", default=tasks)
     parser.add_argument("--length", type=int, default=2048)
@@ -40,6 +41,8 @@ def dev_run(description: str, *, tasks: str, budgets: str, limit: int = 20) -> D
     parser.add_argument("--draft", default="smollm2-135m")
     parser.add_argument("--target", default="qwen2.5-coder-1.5b", help="Whose tokenizer counts the budget.")
     parser.add_argument("--threads", type=int, default=1)
+    if out_option:
+        parser.add_argument("--out", default=None, help="Also append one JSON line per item to this file.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(str(bundle_dir(args.target)))
