@@ -103,7 +103,7 @@ if [ -z "${TABLES_ONLY:-}" ]; then
   $B $S4 --tasks niah_multikey --limit 40 --export-kv-prompts kv-prompts-mk4k.jsonl
   $KVP --model "$MODEL" --prompts kv-prompts-mk4k.jsonl --out $D/kvpress-multikey-4k-n40.jsonl
   $B $S4 --import-kvpress $D/kvpress-multikey-4k-n40.jsonl --out $D/bench-kv-4k-n40.jsonl
-  for spec in "niah_multivalue 16" "vt 8" "niah_single 16"; do
+  for spec in "niah_multivalue 40" "vt 8" "niah_single 32"; do
     set -- $spec
     $A $S4 --share-prefill --tasks $1 --limit $2 --methods kv_full,kv_snapkv,kv_speckv --out $D/bench-kv-ruler4k.jsonl
     $B $S4 --tasks $1 --limit $2 --export-kv-prompts kv-prompts-$1-4k.jsonl
