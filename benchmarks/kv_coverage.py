@@ -41,18 +41,22 @@ from specrag.core.speckv.shared_prefill import generate_shared_prefill
 ROWS = ("speckv", "speckv_mean", "oracle", "snapkv")
 
 
+def _record(kept: dict[int, torch.Tensor], layer: int, indices: torch.Tensor) -> torch.Tensor:
+    """Remember the entries ``layer`` kept (the batch's first row) and pass them on."""
+    kept[layer] = indices[0].cpu()
+    return indices
+
+
 @dataclass(frozen=True)
 class RecordedSpecKV(DraftAttention):
-    """SpecKV's default policy, remembering the entries each layer kept (head 0 of the batch)."""
+    """SpecKV's default policy, remembering the entries each layer kept."""
 
     kept: dict[int, torch.Tensor] = field(default_factory=dict, compare=False, repr=False)
 
     def select(
         self, layer: int, keys: torch.Tensor, keep: int, window: int, observer: EntryScorer | None
     ) -> torch.Tensor:
-        indices = super().select(layer, keys, keep, window, observer)
-        self.kept[layer] = indices[0].cpu()
-        return indices
+        return _record(self.kept, layer, super().select(layer, keys, keep, window, observer))
 
 
 @dataclass(frozen=True)
@@ -64,9 +68,7 @@ class RecordedSnapKV(SnapKV):
     def select(
         self, layer: int, keys: torch.Tensor, keep: int, window: int, observer: EntryScorer | None
     ) -> torch.Tensor:
-        indices = super().select(layer, keys, keep, window, observer)
-        self.kept[layer] = indices[0].cpu()
-        return indices
+        return _record(self.kept, layer, super().select(layer, keys, keep, window, observer))
 
 
 def value_tokens(tokenizer: Any, ids: list[int], value: str) -> list[int]:
