@@ -110,6 +110,12 @@ if [ -z "${TABLES_ONLY:-}" ]; then
     $KVP --model "$MODEL" --prompts kv-prompts-$1-4k.jsonl --out $D/kvpress-ruler4k.jsonl
   done
   $B $S4 --import-kvpress $D/kvpress-ruler4k.jsonl --out $D/bench-kv-ruler4k.jsonl
+  # Quoref at 4k and a quarter of the cache, the same 14 items as the 1/10 run
+  Q4="--lengths 4096 --budgets 0.25 --draft smollm2-135m --tasks quoref --limit 14"
+  $A $Q4 --share-prefill --methods kv_full,kv_snapkv,kv_speckv --out $D/bench-kv-quoref4k-quarter.jsonl
+  $B $Q4 --export-kv-prompts kv-prompts-quoref-4k-quarter.jsonl
+  $KVP --model "$MODEL" --prompts kv-prompts-quoref-4k-quarter.jsonl --out $D/kvpress-quoref-4k-quarter.jsonl
+  $B $Q4 --import-kvpress $D/kvpress-quoref-4k-quarter.jsonl --out $D/bench-kv-quoref4k-quarter.jsonl
 fi
 
 .venv/bin/python - <<'EOF'
@@ -166,3 +172,4 @@ for budget in 0.1 0.25; do
       --metric answer_contained
   done
 done
+.venv/bin/python benchmarks/kv_side_by_side.py $D/bench-kv-quoref4k-quarter.jsonl --budget 0.25 --task quoref
