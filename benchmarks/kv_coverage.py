@@ -24,6 +24,7 @@ Usage::
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,20 +72,24 @@ class RecordedSnapKV(SnapKV):
         return _record(self.kept, layer, super().select(layer, keys, keep, window, observer))
 
 
-def value_tokens(tokenizer: Any, ids: list[int], value: str) -> list[int]:
-    """Prompt positions of the tokens covering every occurrence of ``value`` ([] if none)."""
+def value_positions(tokenizer: Any, ids: list[int], values: Sequence[str]) -> dict[str, list[int]]:
+    """For each of ``values``, the prompt positions of the tokens covering every occurrence
+    of it ([] if none). The prompt is decoded and re-encoded with offsets once."""
     text = tokenizer.decode(ids)
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     if encoded["input_ids"] != ids:
         raise SystemExit("the prompt does not re-encode to its own ids; cannot map values to tokens")
     offsets = encoded["offset_mapping"]
-    positions: list[int] = []
-    start = text.find(value)
-    while start >= 0:
-        end = start + len(value)
-        positions += [index for index, (a, b) in enumerate(offsets) if a < end and b > start]
-        start = text.find(value, end)
-    return positions
+    found: dict[str, list[int]] = {}
+    for value in values:
+        positions: list[int] = []
+        start = text.find(value)
+        while start >= 0:
+            end = start + len(value)
+            positions += [index for index, (a, b) in enumerate(offsets) if a < end and b > start]
+            start = text.find(value, end)
+        found[value] = positions
+    return found
 
 
 def coverage(kept: dict[int, torch.Tensor], positions: list[int]) -> str:
@@ -128,7 +133,7 @@ def run_item(item: BenchItem, target: LoadedModel, draft: LoadedModel, ratio: fl
         "prompt_tokens": len(ids),
         "answers": item.answers,
     }
-    positions = {value: value_tokens(target.tokenizer, ids, value) for value in item.answers}
+    positions = value_positions(target.tokenizer, ids, item.answers)
     for (name, (_, policy)), result in zip([*rows.items(), ("full", (None, None))], results, strict=True):
         scored = scored_answer(result.text.strip(), item.answers, item.require_all)
         row: dict[str, Any] = {"prediction": scored["prediction"], "right": scored["answer_contained"]}
