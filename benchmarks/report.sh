@@ -95,27 +95,29 @@ if [ -z "${TABLES_ONLY:-}" ]; then
      --methods kv_full,kv_snapkv,kv_speckv,kv_speckv_overlap,kv_speckv_pc --out $D/bench-kv-4k-fix.jsonl
   # N = 40 multi-key and the RULER tasks at 4k, budgets 1/10 and 1/4, one target prefill per item
   # for our rows (--share-prefill), kvpress's TOVA beside them on the same token ids
-  S4="--lengths 4096 --budgets 0.1,0.25 --draft smollm2-135m"
   KVP=".venv-kvpress/bin/python src/specrag/bench/kvpress_worker.py --threads 1 --presses tova"
   MODEL="$(.venv/bin/python -c 'from specrag.core.bundles import bundle_dir; print(bundle_dir("qwen2.5-coder-1.5b"))')"
-  $A $S4 --share-prefill --tasks niah_multikey --limit 40 --methods kv_full,kv_snapkv,kv_speckv \
-     --out $D/bench-kv-4k-n40.jsonl
-  $B $S4 --tasks niah_multikey --limit 40 --export-kv-prompts kv-prompts-mk4k.jsonl
-  $KVP --model "$MODEL" --prompts kv-prompts-mk4k.jsonl --out $D/kvpress-multikey-4k-n40.jsonl
-  $B $S4 --import-kvpress $D/kvpress-multikey-4k-n40.jsonl --out $D/bench-kv-4k-n40.jsonl
+  # kv_beside_tova OURS TOVA PROMPTS BENCH-ARGS...: our rows into OURS, the same prompts
+  # exported to PROMPTS, kvpress's TOVA on them into TOVA, its answers imported into OURS.
+  kv_beside_tova() {
+    local ours=$1 tova=$2 prompts=$3
+    shift 3
+    $A "$@" --share-prefill --methods kv_full,kv_snapkv,kv_speckv --out "$ours"
+    $B "$@" --export-kv-prompts "$prompts"
+    $KVP --model "$MODEL" --prompts "$prompts" --out "$tova"
+    $B "$@" --import-kvpress "$tova" --out "$ours"
+  }
+  S4="--lengths 4096 --budgets 0.1,0.25 --draft smollm2-135m"
+  kv_beside_tova $D/bench-kv-4k-n40.jsonl $D/kvpress-multikey-4k-n40.jsonl kv-prompts-mk4k.jsonl \
+    $S4 --tasks niah_multikey --limit 40
   for spec in "niah_multivalue 40" "vt 8" "niah_single 32"; do
     set -- $spec
-    $A $S4 --share-prefill --tasks $1 --limit $2 --methods kv_full,kv_snapkv,kv_speckv --out $D/bench-kv-ruler4k.jsonl
-    $B $S4 --tasks $1 --limit $2 --export-kv-prompts kv-prompts-$1-4k.jsonl
-    $KVP --model "$MODEL" --prompts kv-prompts-$1-4k.jsonl --out $D/kvpress-ruler4k.jsonl
+    kv_beside_tova $D/bench-kv-ruler4k.jsonl $D/kvpress-ruler4k.jsonl kv-prompts-$1-4k.jsonl \
+      $S4 --tasks $1 --limit $2
   done
-  $B $S4 --import-kvpress $D/kvpress-ruler4k.jsonl --out $D/bench-kv-ruler4k.jsonl
   # Quoref at 4k and a quarter of the cache, the same 14 items as the 1/10 run
-  Q4="--lengths 4096 --budgets 0.25 --draft smollm2-135m --tasks quoref --limit 14"
-  $A $Q4 --share-prefill --methods kv_full,kv_snapkv,kv_speckv --out $D/bench-kv-quoref4k-quarter.jsonl
-  $B $Q4 --export-kv-prompts kv-prompts-quoref-4k-quarter.jsonl
-  $KVP --model "$MODEL" --prompts kv-prompts-quoref-4k-quarter.jsonl --out $D/kvpress-quoref-4k-quarter.jsonl
-  $B $Q4 --import-kvpress $D/kvpress-quoref-4k-quarter.jsonl --out $D/bench-kv-quoref4k-quarter.jsonl
+  kv_beside_tova $D/bench-kv-quoref4k-quarter.jsonl $D/kvpress-quoref-4k-quarter.jsonl \
+    kv-prompts-quoref-4k-quarter.jsonl --lengths 4096 --budgets 0.25 --draft smollm2-135m --tasks quoref --limit 14
 fi
 
 .venv/bin/python - <<'EOF'
