@@ -298,6 +298,14 @@ def bench(
     lengths: Annotated[str, typer.Option(help="Comma list of context lengths in target tokens.")] = "2048",
     limit: Annotated[int, typer.Option(min=1, help="Items per task and length.")] = 20,
     seed: Annotated[int, typer.Option(help="Seeds item construction and the random baseline.")] = 0,
+    start: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Skip the first this many items of each task and length, to share a run between "
+            "processes: --start 20 --limit 40 runs items 20-39.",
+        ),
+    ] = 0,
     methods: Annotated[str, typer.Option(help="Comma list, or all / pc / kv.")] = "pc",
     budgets: Annotated[str, typer.Option(help="Comma list of kept fractions (target tokens).")] = "0.1,0.25,0.5",
     draft: DraftOption = DEFAULT_DRAFT,
@@ -355,6 +363,7 @@ def bench(
                 tasks=tasks,
                 lengths=lengths,
                 limit=limit,
+                start=start,
                 seed=seed,
                 budgets=budgets,
                 target=target,
@@ -372,6 +381,7 @@ def bench(
             tasks=tasks,
             lengths=lengths,
             limit=limit,
+            start=start,
             seed=seed,
             methods=methods,
             budgets=budgets,

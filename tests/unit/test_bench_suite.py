@@ -154,6 +154,23 @@ def test_items_are_deterministic_and_prefix_stable(models: dict[str, object]) ->
         assert all(answer in text for answer in item.answers)
 
 
+def test_a_start_shares_one_run_between_processes(models: dict[str, object]) -> None:
+    """Items 0-1 in one process and 2-3 in another are exactly the items of one 4-item run."""
+    tokenizer = models["target"].tokenizer  # type: ignore[attr-defined]
+    tasks = ("quoref", "niah_multikey", "multihop")
+    whole = build_items(tasks, (160, 200), 4, 3, tokenizer, quoref_examples=_examples())
+    first = build_items(tasks, (160, 200), 2, 3, tokenizer, quoref_examples=_examples())
+    second = build_items(tasks, (160, 200), 4, 3, tokenizer, quoref_examples=_examples(), start=2)
+    assert len(second) == len(first) == len(whole) // 2
+    assert sorted(first + second, key=lambda i: i.item_id) == sorted(whole, key=lambda i: i.item_id)
+    assert all(item.item_id.endswith(("-2", "-3")) for item in second)
+    for start in (-1, 4):
+        with pytest.raises(ValueError, match="leaves no items"):
+            build_items(tasks, (160,), 4, 3, tokenizer, quoref_examples=_examples(), start=start)
+    with pytest.raises(ValueError, match="--start 5 leaves no items.*--limit 5"):
+        SuiteConfig(tasks=("vt",), limit=5, start=5, methods=("truncate",)).validate()
+
+
 def test_question_type_and_wilson() -> None:
     passage = "Anna moved to Oslo. She later married Tom Berg."
     assert question_type("Who did the woman who moved to Oslo marry?", passage, ["Tom Berg"]) == "coref"

@@ -77,6 +77,9 @@ class SuiteConfig:
     tasks: Sequence[str] = ("quoref",)
     lengths: Sequence[int] = (2048,)
     limit: int = 20
+    start: int = 0
+    """Items before this index (per task and length) are left to another process: ``start=20,
+    limit=40`` runs items 20-39 of the same run, so two processes can share its items."""
     seed: int = 0
     methods: Sequence[str] = PC_METHODS
     budgets: Sequence[float] = (0.1, 0.25, 0.5)
@@ -94,7 +97,13 @@ class SuiteConfig:
     def items(self, tokenizer: PreTrainedTokenizerBase) -> list[BenchItem]:
         """The items of this configuration, lengths counted by ``tokenizer`` (the target's)."""
         return build_items(
-            self.tasks, self.lengths, self.limit, self.seed, tokenizer, quoref_examples=self.quoref_examples
+            self.tasks,
+            self.lengths,
+            self.limit,
+            self.seed,
+            tokenizer,
+            quoref_examples=self.quoref_examples,
+            start=self.start,
         )
 
     def validate(self) -> None:
@@ -107,6 +116,10 @@ class SuiteConfig:
             )
         if unknown:
             raise ValueError(f"unknown method(s) {unknown}; expected some of {PC_METHODS + KV_METHODS}")
+        if not 0 <= self.start < self.limit:
+            raise ValueError(
+                f"--start {self.start} leaves no items: it must be at least 0 and below --limit {self.limit}"
+            )
         bad = [b for b in self.budgets if not 0.0 < b <= 1.0]
         if bad:
             raise ValueError(f"budgets must be in (0, 1], got {bad}")

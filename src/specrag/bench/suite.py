@@ -157,6 +157,7 @@ def export_command(
     max_new_tokens: int,
     device: str,
     path: Path,
+    start: int = 0,
     loaded: dict[str, LoadedModel] | None = None,
 ) -> int:
     """``specrag bench --export-kv-prompts``: the KV rows' prompts for the kvpress worker."""
@@ -164,6 +165,7 @@ def export_command(
         tasks=parse_list(tasks),
         lengths=parse_list(lengths, int),
         limit=limit,
+        start=start,
         seed=seed,
         methods=list(KV_METHODS),
         budgets=parse_list(budgets, float),
@@ -202,6 +204,7 @@ def run_command(
     img_dir: Path | None,
     lookahead: int | None = None,
     share_prefill: bool = False,
+    start: int = 0,
     progress: bool = True,
     loaded: dict[str, LoadedModel] | None = None,
 ) -> list[dict[str, Any]]:
@@ -211,6 +214,7 @@ def run_command(
         tasks=parse_list(tasks),
         lengths=parse_list(lengths, int),
         limit=limit,
+        start=start,
         seed=seed,
         methods=names,
         budgets=parse_list(budgets, float),

@@ -193,52 +193,74 @@ def build_items(
     *,
     quoref_examples: Sequence[QuorefExample] | None = None,
     passage_tokens: int = 300,
+    start: int = 0,
 ) -> list[BenchItem]:
     """``limit`` items per (task, length), deterministic in ``seed`` and the tokenizer.
+
+    ``start`` drops the first items of each (task, length), so that processes given
+    ``start=0, limit=20`` and ``start=20, limit=40`` share one run's items between them:
+    item ``i`` is the same item whatever the limit (a prefix-stable list).
 
     Raises
     ------
     ValueError
-        For an unknown task, a non-positive length or limit.
+        For an unknown task, a non-positive length or limit, or a start outside ``[0, limit)``.
     """
     unknown = [task for task in tasks if task not in TASKS]
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; expected some of {TASKS}")
     if limit < 1 or any(length < 1 for length in lengths):
         raise ValueError("limit and lengths must be positive")
+    if not 0 <= start < limit:
+        raise ValueError(f"start={start} leaves no items: it must be at least 0 and below limit={limit}")
     items: list[BenchItem] = []
     for task in tasks:
         for length in lengths:
-            if task == "quoref":
-                items.extend(quoref_items(limit, length, tokenizer, seed, quoref_examples))
-                continue
-            if task == "multihop":
-                for index in range(limit):
-                    hop = multihop_sample(length, tokenizer, seed * 100_003 + index)
-                    items.append(
-                        BenchItem(
-                            task=task,
-                            item_id=f"{task}-{length}-{seed}-{index}",
-                            length=length,
-                            documents=hop.documents,
-                            question=hop.question,
-                            answers=hop.answers,
-                            meta={"qtype": hop.qtype, "relation": hop.relation},
-                            evidence=hop.evidence,
-                        )
-                    )
-                continue
-            for index in range(limit):
-                sample = ruler_sample(task, length, tokenizer, seed * 100_003 + index, passage_tokens=passage_tokens)
-                items.append(
-                    BenchItem(
-                        task=task,
-                        item_id=f"{task}-{length}-{seed}-{index}",
-                        length=length,
-                        documents=sample.documents,
-                        question=sample.question,
-                        answers=sample.answers,
-                        require_all=sample.require_all,
-                    )
+            indices = range(start, limit)
+            items.extend(_task_items(task, length, indices, seed, tokenizer, quoref_examples, passage_tokens))
+    return items
+
+
+def _task_items(
+    task: str,
+    length: int,
+    indices: range,
+    seed: int,
+    tokenizer: Tokenizer,
+    quoref_examples: Sequence[QuorefExample] | None,
+    passage_tokens: int,
+) -> list[BenchItem]:
+    """Items ``indices`` of one (task, length); item ``i`` does not depend on the others."""
+    if task == "quoref":
+        return quoref_items(indices.stop, length, tokenizer, seed, quoref_examples)[indices.start :]
+    items: list[BenchItem] = []
+    for index in indices:
+        item_id = f"{task}-{length}-{seed}-{index}"
+        if task == "multihop":
+            hop = multihop_sample(length, tokenizer, seed * 100_003 + index)
+            items.append(
+                BenchItem(
+                    task=task,
+                    item_id=item_id,
+                    length=length,
+                    documents=hop.documents,
+                    question=hop.question,
+                    answers=hop.answers,
+                    meta={"qtype": hop.qtype, "relation": hop.relation},
+                    evidence=hop.evidence,
                 )
+            )
+            continue
+        sample = ruler_sample(task, length, tokenizer, seed * 100_003 + index, passage_tokens=passage_tokens)
+        items.append(
+            BenchItem(
+                task=task,
+                item_id=item_id,
+                length=length,
+                documents=sample.documents,
+                question=sample.question,
+                answers=sample.answers,
+                require_all=sample.require_all,
+            )
+        )
     return items
