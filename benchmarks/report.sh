@@ -118,6 +118,14 @@ if [ -z "${TABLES_ONLY:-}" ]; then
   # Quoref at 4k and a quarter of the cache, the same 14 items as the 1/10 run
   kv_beside_tova $D/bench-kv-quoref4k-quarter.jsonl $D/kvpress-quoref-4k-quarter.jsonl \
     kv-prompts-quoref-4k-quarter.jsonl --lengths 4096 --budgets 0.25 --draft smollm2-135m --tasks quoref --limit 14
+  # Multi-key at 8k: --lengths 7936 gives 8057-8076 target tokens and keeps what the 135M
+  # draft reads (at most 7984 of its own tokens) inside its 8192 positions with the
+  # lookahead; TOVA at 1/10 only (the CPU time ran out before 1/4)
+  M8="--lengths 7936 --draft smollm2-135m --tasks niah_multikey --limit 40"
+  $A $M8 --budgets 0.1,0.25 --share-prefill --methods kv_full,kv_snapkv,kv_speckv --out $D/bench-kv-mk8k.jsonl
+  $B $M8 --budgets 0.1 --export-kv-prompts kv-prompts-mk8k.jsonl
+  $KVP --model "$MODEL" --prompts kv-prompts-mk8k.jsonl --out $D/kvpress-mk8k.jsonl
+  $B $M8 --budgets 0.1 --import-kvpress $D/kvpress-mk8k.jsonl --out $D/bench-kv-mk8k.jsonl
 fi
 
 .venv/bin/python - <<'EOF'
@@ -175,3 +183,6 @@ for budget in 0.1 0.25; do
   done
 done
 .venv/bin/python benchmarks/kv_side_by_side.py $D/bench-kv-quoref4k-quarter.jsonl --budget 0.25 --task quoref
+for budget in 0.1 0.25; do
+  .venv/bin/python benchmarks/kv_side_by_side.py $D/bench-kv-mk8k.jsonl --budget $budget
+done
