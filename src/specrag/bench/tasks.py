@@ -213,10 +213,10 @@ def build_items(
         raise ValueError("limit and lengths must be positive")
     if not 0 <= start < limit:
         raise ValueError(f"start={start} leaves no items: it must be at least 0 and below limit={limit}")
+    indices = range(start, limit)
     items: list[BenchItem] = []
     for task in tasks:
         for length in lengths:
-            indices = range(start, limit)
             items.extend(_task_items(task, length, indices, seed, tokenizer, quoref_examples, passage_tokens))
     return items
 
