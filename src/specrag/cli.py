@@ -306,6 +306,13 @@ def bench(
             "processes: --start 20 --limit 40 runs items 20-39.",
         ),
     ] = 0,
+    items: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma list of item indices below --limit to run, per task and length (the same items a "
+            "full run has there): --limit 40 --items 0,3,5. Not with --start.",
+        ),
+    ] = None,
     methods: Annotated[str, typer.Option(help="Comma list, or all / pc / kv.")] = "pc",
     budgets: Annotated[str, typer.Option(help="Comma list of kept fractions (target tokens).")] = "0.1,0.25,0.5",
     draft: DraftOption = DEFAULT_DRAFT,
@@ -364,6 +371,7 @@ def bench(
                 lengths=lengths,
                 limit=limit,
                 start=start,
+                items=items,
                 seed=seed,
                 budgets=budgets,
                 target=target,
@@ -382,6 +390,7 @@ def bench(
             lengths=lengths,
             limit=limit,
             start=start,
+            items=items,
             seed=seed,
             methods=methods,
             budgets=budgets,

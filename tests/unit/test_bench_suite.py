@@ -24,7 +24,7 @@ from specrag.bench.peers import LlamaIndexOptimizer
 from specrag.bench.quoref import QuorefExample
 from specrag.bench.report import wilson, write_section
 from specrag.bench.runner import SuiteConfig, run_suite
-from specrag.bench.suite import summarise
+from specrag.bench.suite import parse_indices, summarise
 from specrag.bench.tasks import build_items, question_type
 from specrag.core.specpc.grouping import group_cap
 
@@ -169,6 +169,32 @@ def test_a_start_shares_one_run_between_processes(models: dict[str, object]) -> 
             build_items(tasks, (160,), 4, 3, tokenizer, quoref_examples=_examples(), start=start)
     with pytest.raises(ValueError, match="--start 5 leaves no items.*--limit 5"):
         SuiteConfig(tasks=("vt",), limit=5, start=5, methods=("truncate",)).validate()
+
+
+def test_listed_items_are_the_full_runs_items_at_those_indices(models: dict[str, object]) -> None:
+    """``indices`` picks items out of a run without changing them, in index order; bad
+    lists are refused in one line (CLI wording from the config, API wording from the builder)."""
+    tokenizer = models["target"].tokenizer  # type: ignore[attr-defined]
+    tasks = ("quoref", "niah_multikey")
+    whole = build_items(tasks, (160,), 5, 3, tokenizer, quoref_examples=_examples())
+    picked = build_items(tasks, (160,), 5, 3, tokenizer, quoref_examples=_examples(), indices=[4, 1])
+    assert [item.item_id for item in picked] == [
+        "quoref-160-3-1",
+        "quoref-160-3-4",
+        "niah_multikey-160-3-1",
+        "niah_multikey-160-3-4",
+    ]
+    by_id = {item.item_id: item for item in whole}
+    assert picked == [by_id[item.item_id] for item in picked]
+    for bad in ([], [5], [-1], [1, 1]):
+        with pytest.raises(ValueError, match="distinct and in \\[0, 5\\)"):
+            build_items(tasks, (160,), 5, 3, tokenizer, quoref_examples=_examples(), indices=bad)
+    with pytest.raises(ValueError, match="not both"):
+        build_items(tasks, (160,), 5, 3, tokenizer, quoref_examples=_examples(), start=1, indices=[2])
+    with pytest.raises(ValueError, match="--items must list distinct item indices below --limit 5, got 2,7"):
+        SuiteConfig(tasks=("vt",), limit=5, indices=(2, 7), methods=("truncate",)).validate()
+    with pytest.raises(ValueError, match="--items takes comma-separated item indices"):
+        parse_indices("0,a")
 
 
 def test_question_type_and_wilson() -> None:

@@ -80,6 +80,9 @@ class SuiteConfig:
     start: int = 0
     """Items before this index (per task and length) are left to another process: ``start=20,
     limit=40`` runs items 20-39 of the same run, so two processes can share its items."""
+    indices: Sequence[int] | None = None
+    """Only these items of the ``limit`` (per task and length), the same items a full run
+    has at those indices: say, the prompts every row's models can read."""
     seed: int = 0
     methods: Sequence[str] = PC_METHODS
     budgets: Sequence[float] = (0.1, 0.25, 0.5)
@@ -104,6 +107,7 @@ class SuiteConfig:
             tokenizer,
             quoref_examples=self.quoref_examples,
             start=self.start,
+            indices=self.indices,
         )
 
     def validate(self) -> None:
@@ -120,6 +124,15 @@ class SuiteConfig:
             raise ValueError(
                 f"--start {self.start} leaves no items: it must be at least 0 and below --limit {self.limit}"
             )
+        if self.indices is not None:
+            if self.start:
+                raise ValueError("give --items or --start, not both")
+            outside = sorted({i for i in self.indices if not 0 <= i < self.limit})
+            if not self.indices or outside or len(set(self.indices)) != len(self.indices):
+                raise ValueError(
+                    f"--items must list distinct item indices below --limit {self.limit}, got "
+                    f"{','.join(map(str, self.indices))}"
+                )
         bad = [b for b in self.budgets if not 0.0 < b <= 1.0]
         if bad:
             raise ValueError(f"budgets must be in (0, 1], got {bad}")
@@ -199,14 +212,18 @@ def question_messages(item: BenchItem) -> list[dict[str, str]]:
     return [{"role": "system", "content": instruction_for(item)}, {"role": "user", "content": item.question}]
 
 
-def kv_prompt_ids(engine: SpecKV, item: BenchItem) -> list[int]:
-    """The token ids every KV row's target reads for ``item``: the chat template around the
-    instruction and :data:`DOCUMENT_TEMPLATE` (what :meth:`SpecKV.generate` renders from the
-    same messages and documents)."""
+def kv_prompt_messages(item: BenchItem) -> list[dict[str, str]]:
+    """The chat every KV row reads for ``item``: the instruction, then
+    :data:`DOCUMENT_TEMPLATE` filled with the documents and question (what
+    :meth:`SpecKV.generate` builds from :func:`question_messages` and the documents)."""
     full_prompt = DOCUMENT_TEMPLATE.format(context="\n\n".join(item.documents), question=item.question)
-    return engine.render(
-        [{"role": "system", "content": instruction_for(item)}, {"role": "user", "content": full_prompt}]
-    )
+    return [{"role": "system", "content": instruction_for(item)}, {"role": "user", "content": full_prompt}]
+
+
+def kv_prompt_ids(engine: SpecKV, item: BenchItem) -> list[int]:
+    """The token ids every KV row's target reads for ``item`` (:func:`kv_prompt_messages`
+    under the target's chat template)."""
+    return engine.render(kv_prompt_messages(item))
 
 
 def scored_answer(prediction: str, answers: Sequence[str], require_all: bool) -> dict[str, Any]:

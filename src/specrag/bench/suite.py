@@ -29,6 +29,16 @@ def parse_list(text: str, kind: type = str) -> list[Any]:
     return [kind(value) for value in values]
 
 
+def parse_indices(text: str | None) -> list[int] | None:
+    """``--items`` (``"0,3,5"`` -> ``[0, 3, 5]``), refused in one line when not integers."""
+    if text is None:
+        return None
+    try:
+        return parse_list(text, int)
+    except ValueError:
+        raise ValueError(f"--items takes comma-separated item indices such as 0,3,5, got {text!r}") from None
+
+
 def resolve_methods(text: str) -> list[str]:
     """``all``, ``pc``, ``kv`` or an explicit comma-separated list."""
     shortcuts = {"all": list(ORDER), "pc": list(PC_METHODS), "kv": list(KV_METHODS)}
@@ -158,6 +168,7 @@ def export_command(
     device: str,
     path: Path,
     start: int = 0,
+    items: str | None = None,
     loaded: dict[str, LoadedModel] | None = None,
 ) -> int:
     """``specrag bench --export-kv-prompts``: the KV rows' prompts for the kvpress worker."""
@@ -166,6 +177,7 @@ def export_command(
         lengths=parse_list(lengths, int),
         limit=limit,
         start=start,
+        indices=parse_indices(items),
         seed=seed,
         methods=list(KV_METHODS),
         budgets=parse_list(budgets, float),
@@ -205,6 +217,7 @@ def run_command(
     lookahead: int | None = None,
     share_prefill: bool = False,
     start: int = 0,
+    items: str | None = None,
     progress: bool = True,
     loaded: dict[str, LoadedModel] | None = None,
 ) -> list[dict[str, Any]]:
@@ -215,6 +228,7 @@ def run_command(
         lengths=parse_list(lengths, int),
         limit=limit,
         start=start,
+        indices=parse_indices(items),
         seed=seed,
         methods=names,
         budgets=parse_list(budgets, float),

@@ -194,17 +194,21 @@ def build_items(
     quoref_examples: Sequence[QuorefExample] | None = None,
     passage_tokens: int = 300,
     start: int = 0,
+    indices: Sequence[int] | None = None,
 ) -> list[BenchItem]:
     """``limit`` items per (task, length), deterministic in ``seed`` and the tokenizer.
 
     ``start`` drops the first items of each (task, length), so that processes given
     ``start=0, limit=20`` and ``start=20, limit=40`` share one run's items between them:
-    item ``i`` is the same item whatever the limit (a prefix-stable list).
+    item ``i`` is the same item whatever the limit (a prefix-stable list). ``indices``
+    keeps only the listed items of the ``limit`` (say, the ones a draft can read), the
+    same items a full run would build at those indices.
 
     Raises
     ------
     ValueError
-        For an unknown task, a non-positive length or limit, or a start outside ``[0, limit)``.
+        For an unknown task, a non-positive length or limit, a start outside ``[0, limit)``,
+        or indices that are empty, repeated, outside ``[0, limit)`` or given with a start.
     """
     unknown = [task for task in tasks if task not in TASKS]
     if unknown:
@@ -213,26 +217,40 @@ def build_items(
         raise ValueError("limit and lengths must be positive")
     if not 0 <= start < limit:
         raise ValueError(f"start={start} leaves no items: it must be at least 0 and below limit={limit}")
-    indices = range(start, limit)
+    chosen = _chosen_indices(limit, start, indices)
     items: list[BenchItem] = []
     for task in tasks:
         for length in lengths:
-            items.extend(_task_items(task, length, indices, seed, tokenizer, quoref_examples, passage_tokens))
+            items.extend(_task_items(task, length, chosen, seed, tokenizer, quoref_examples, passage_tokens))
     return items
+
+
+def _chosen_indices(limit: int, start: int, indices: Sequence[int] | None) -> list[int]:
+    """The item indices one (task, length) runs: ``start..limit-1``, or ``indices`` sorted."""
+    if indices is None:
+        return list(range(start, limit))
+    if start:
+        raise ValueError("give item indices or a start, not both")
+    outside = [index for index in indices if not 0 <= index < limit]
+    if not indices or outside or len(set(indices)) != len(indices):
+        raise ValueError(f"item indices must be distinct and in [0, {limit}) (below the limit), got {list(indices)}")
+    return sorted(indices)
 
 
 def _task_items(
     task: str,
     length: int,
-    indices: range,
+    indices: Sequence[int],
     seed: int,
     tokenizer: Tokenizer,
     quoref_examples: Sequence[QuorefExample] | None,
     passage_tokens: int,
 ) -> list[BenchItem]:
-    """Items ``indices`` of one (task, length); item ``i`` does not depend on the others."""
+    """Items ``indices`` (ascending) of one (task, length); item ``i`` does not depend on
+    the others (Quoref's list is prefix-stable, so it is built up to the last index)."""
     if task == "quoref":
-        return quoref_items(indices.stop, length, tokenizer, seed, quoref_examples)[indices.start :]
+        built = quoref_items(indices[-1] + 1, length, tokenizer, seed, quoref_examples)
+        return [built[index] for index in indices if index < len(built)]
     items: list[BenchItem] = []
     for index in indices:
         item_id = f"{task}-{length}-{seed}-{index}"
