@@ -118,6 +118,10 @@ if [ -z "${TABLES_ONLY:-}" ]; then
   # Quoref at 4k and a quarter of the cache, the same 14 items as the 1/10 run
   kv_beside_tova $D/bench-kv-quoref4k-quarter.jsonl $D/kvpress-quoref-4k-quarter.jsonl \
     kv-prompts-quoref-4k-quarter.jsonl --lengths 4096 --budgets 0.25 --draft smollm2-135m --tasks quoref --limit 14
+  # Quoref at 4k, N = 40, both budgets (the committed TOVA answers for items 0-13 are those
+  # of the two 14-item runs above, on the same prompts)
+  kv_beside_tova $D/bench-kv-quoref4k-n40.jsonl $D/kvpress-quoref4k-n40.jsonl kv-prompts-quoref4k-n40.jsonl \
+    $S4 --tasks quoref --limit 40
   # Multi-key at 8k: --lengths 7936 gives 8057-8076 target tokens and keeps what the 135M
   # draft reads (at most 7984 of its own tokens) inside its 8192 positions with the
   # lookahead; TOVA at 1/10 only (the CPU time ran out before 1/4)
