@@ -414,7 +414,9 @@ def test_speckv_refuses_a_prompt_past_the_drafts_position_limit() -> None:
         build_tiny_model("llama"), build_tiny_model("llama", max_position_embeddings=64), budget=16, window=4
     )
     with pytest.raises(
-        ValueError, match=r"draft 'tiny-llama' would need .* reads at most 64; .* or the policy's lookahead$"
+        ValueError,
+        match=r"draft 'tiny-llama' would need .* reads at most 64; .* or the policy's lookahead, "
+        r"or load a draft that reads more positions$",
     ):
         engine.generate("The capital of France is Paris. " * 20, max_new_tokens=4)
 

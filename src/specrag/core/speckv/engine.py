@@ -683,5 +683,5 @@ def _check_fits(model: LoadedModel, role: str, length: int, lookahead: int, max_
     raise ValueError(
         f"the prompt is {length} tokens{extra}: {role} {model.name!r} would need {needed} positions but reads at "
         f"most {limit}; shorten the prompt, compress the documents (compressor=SpecPC(...)) or lower max_new_tokens"
-        + (" or the policy's lookahead" if role == "draft" else "")
+        + (" or the policy's lookahead, or load a draft that reads more positions" if role == "draft" else "")
     )
