@@ -23,18 +23,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from specrag.bench.kv_rows import FULL_CACHE, WINDOW_ONLY, KVRows, kv_rows
 from specrag.bench.kvpress_io import KVPRESS_METHODS
-from specrag.bench.report import bootstrap, label, sign_test, wilson
+from specrag.bench.report import bootstrap, sign_test, wilson
 from specrag.bench.runner import load_records
 
 
-def _paired(mine: dict[str, float], theirs: dict[str, float]) -> str:
-    wins = sum(1 for item in mine if mine[item] > theirs[item])
-    losses = sum(1 for item in mine if mine[item] < theirs[item])
+def _paired(table: KVRows, row: str, other: str) -> str:
+    wins, losses = table.paired(row, other)
     p = sign_test(wins, losses)
     return f"+{wins}/−{losses}" + (f" (p = {p:.3f})" if p < 1 else "")
 
@@ -74,22 +73,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     records = [r for path in args.paths for r in load_records(path).values()]
-    rows: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-    for record in records:
-        if record.get("kind") != "kv" or args.metric not in record or (args.task and record["task"] != args.task):
-            continue
-        if record.get("lookahead") is not None and not args.lookahead_rows:
-            continue
-        if record["method"] == "kv_full" or float(record["budget"]) == args.budget:
-            rows[label(record)][record["item_id"]] = record
-    common = set.intersection(*(set(items) for items in rows.values())) if rows else set()
-    if not common:
-        raise SystemExit("no item has every row; run the missing rows first")
-    if args.time_reference not in rows and args.time_reference != "kv_full":  # no full cache: blank ratios
+    table = kv_rows(records, args.budget, metric=args.metric, task=args.task, lookahead_rows=args.lookahead_rows)
+    rows, best, common = table.records, table.best_press, table.items
+    if args.time_reference not in rows and args.time_reference != FULL_CACHE:  # no full cache: blank ratios
         raise SystemExit(f"--time-reference {args.time_reference!r} is not a row here; rows: {', '.join(sorted(rows))}")
-    scores = {row: {item: float(rows[row][item][args.metric]) for item in common} for row in rows}
     presses = [row for row in rows if row.split(" (")[0] in KVPRESS_METHODS]
-    best = max(presses, key=lambda row: (sum(scores[row].values()), row)) if presses else None
 
     print(f"N = {len(common)} items with every row; budget {args.budget:g} of the prompt's entries per layer\n")
     score = "EM" if args.metric == "em" else "all values in the answer"
@@ -102,14 +90,16 @@ def main() -> None:
     reference = rows.get(args.time_reference)
     order = sorted(rows, key=lambda row: (row.split(" (")[0] not in ("kv_full",), row in presses, row))
     for row in order:
-        chosen = [rows[row][item] for item in sorted(common)]
-        hits = sum(scores[row].values())
+        chosen = [rows[row][item] for item in common]
+        hits = table.hits(row)
         low, high = wilson(int(hits), len(common))
-        versus = _paired(scores[row], scores["kv_snapkv"]) if "kv_snapkv" in scores and row != "kv_snapkv" else ""
-        against = _paired(scores[row], scores[best]) if best is not None and row != best else ""
+        versus = _paired(table, row, WINDOW_ONLY) if WINDOW_ONLY in rows and row != WINDOW_ONLY else ""
+        against = _paired(table, row, best) if best is not None and row != best else ""
         entries = statistics.median(float(r["kept_tokens"]) for r in chosen) if row != "kv_full" else None
         ttft = statistics.median(float(r["ttft_s"]) for r in chosen)
-        versus_reference = _time_ratio(rows[row], reference, sorted(common)) if row != args.time_reference else ""
+        versus_reference = (
+            _time_ratio(rows[row], reference, common) if reference is not None and row != args.time_reference else ""
+        )
         draft = statistics.median(float(r.get("draft_s", 0.0)) / float(r["ttft_s"]) for r in chosen)
         print(
             f"| {row} | {hits / len(common):.2f} [{low:.2f}, {high:.2f}] | {versus} | {against} | "
