@@ -124,26 +124,35 @@ if [ -z "${TABLES_ONLY:-}" ]; then
     $S4 --tasks quoref --limit 40
   # Multi-key at 8k: --lengths 7936 gives 8057-8076 target tokens and keeps what the 135M
   # draft reads (at most 7984 of its own tokens) inside its 8192 positions with the
-  # lookahead; TOVA at 1/10 only (the CPU time ran out before 1/4)
+  # lookahead (TOVA at 1/10 and at 1/4 ran in different sessions, hence two exports)
   M8="--lengths 7936 --draft smollm2-135m --tasks niah_multikey --limit 40"
   $A $M8 --budgets 0.1,0.25 --share-prefill --methods kv_full,kv_snapkv,kv_speckv --out $D/bench-kv-mk8k.jsonl
-  $B $M8 --budgets 0.1 --export-kv-prompts kv-prompts-mk8k.jsonl
-  $KVP --model "$MODEL" --prompts kv-prompts-mk8k.jsonl --out $D/kvpress-mk8k.jsonl
-  $B $M8 --budgets 0.1 --import-kvpress $D/kvpress-mk8k.jsonl --out $D/bench-kv-mk8k.jsonl
+  for budget in 0.1 0.25; do
+    $B $M8 --budgets $budget --export-kv-prompts kv-prompts-mk8k-$budget.jsonl
+    $KVP --model "$MODEL" --prompts kv-prompts-mk8k-$budget.jsonl --out $D/kvpress-mk8k.jsonl
+    $B $M8 --budgets $budget --import-kvpress $D/kvpress-mk8k.jsonl --out $D/bench-kv-mk8k.jsonl
+  done
   # Quoref at 8k: its prompts run from 6.6k to 9.9k target tokens, and only the 19 of 40
   # items whose prompt the 135M draft reads whole (with the lookahead) in its 8192 positions
-  # are run, for every row; TOVA at 1/10 only (the committed rows ran as two processes)
+  # are run, for every row (the committed rows ran as two processes; TOVA's two budgets in
+  # different sessions)
   Q8="--lengths 8192 --draft smollm2-135m --tasks quoref --limit 40"
   Q8="$Q8 --items $(.venv/bin/python benchmarks/draft_fits.py --tasks quoref --lengths 8192 --limit 40 --draft smollm2-135m)"
   $A $Q8 --budgets 0.1,0.25 --share-prefill --methods kv_full,kv_snapkv,kv_speckv --out $D/bench-kv-quoref8k.jsonl
-  $B $Q8 --budgets 0.1 --export-kv-prompts kv-prompts-quoref8k.jsonl
-  $KVP --model "$MODEL" --prompts kv-prompts-quoref8k.jsonl --out $D/kvpress-quoref8k.jsonl
-  $B $Q8 --budgets 0.1 --import-kvpress $D/kvpress-quoref8k.jsonl --out $D/bench-kv-quoref8k.jsonl
+  for budget in 0.1 0.25; do
+    $B $Q8 --budgets $budget --export-kv-prompts kv-prompts-quoref8k-$budget.jsonl
+    $KVP --model "$MODEL" --prompts kv-prompts-quoref8k-$budget.jsonl --out $D/kvpress-quoref8k.jsonl
+    $B $Q8 --budgets $budget --import-kvpress $D/kvpress-quoref8k.jsonl --out $D/bench-kv-quoref8k.jsonl
+  done
   # Multi-value at 8k (--lengths 7936, as multi-key: every item fits the 135M draft with its
-  # 48-token lookahead), N = 20, both budgets (the committed rows ran as two processes, items
-  # 0-9 and 10-19; its TOVA step was stopped after one item, out of time)
+  # 48-token lookahead), N = 30, both budgets (the committed rows ran as three processes,
+  # items 0-9, 10-19 and 20-29)
   kv_beside_tova $D/bench-kv-ruler8k.jsonl $D/kvpress-ruler8k.jsonl kv-prompts-niah_multivalue-8k.jsonl \
-    --lengths 7936 --budgets 0.1,0.25 --draft smollm2-135m --tasks niah_multivalue --limit 20
+    --lengths 7936 --budgets 0.1,0.25 --draft smollm2-135m --tasks niah_multivalue --limit 30
+  # Single needle at 8k (--lengths 7936, as multi-key), N = 20; the committed TOVA rows are
+  # at 1/10 only (its prompts were exported with --budgets 0.1), a run from here has both
+  kv_beside_tova $D/bench-kv-niah8k.jsonl $D/kvpress-niah8k.jsonl kv-prompts-niah_single-8k.jsonl \
+    --lengths 7936 --budgets 0.1,0.25 --draft smollm2-135m --tasks niah_single --limit 20
 fi
 
 .venv/bin/python - <<'EOF'
@@ -206,4 +215,7 @@ for budget in 0.1 0.25; do
   .venv/bin/python benchmarks/kv_side_by_side.py $D/bench-kv-quoref4k-n40.jsonl --budget $budget
   .venv/bin/python benchmarks/kv_side_by_side.py $D/bench-kv-quoref8k.jsonl --budget $budget
   .venv/bin/python benchmarks/kv_side_by_side.py $D/bench-kv-ruler8k.jsonl --budget $budget --metric answer_contained
+  .venv/bin/python benchmarks/kv_side_by_side.py $D/bench-kv-niah8k.jsonl --budget $budget
 done
+# every KV cell above in one table (docs/benchmarks.md, "SpecKV against kvpress, every cell")
+.venv/bin/python benchmarks/kv_summary.py --dir $D
