@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from specrag.bench.kv_rows import FULL_CACHE, WINDOW_ONLY, KVRows, kv_rows
-from specrag.bench.kvpress_io import KVPRESS_METHODS
 from specrag.bench.report import bootstrap, sign_test, wilson
 from specrag.bench.runner import load_records
 
@@ -77,7 +76,7 @@ def main() -> None:
     rows, best, common = table.records, table.best_press, table.items
     if args.time_reference not in rows and args.time_reference != FULL_CACHE:  # no full cache: blank ratios
         raise SystemExit(f"--time-reference {args.time_reference!r} is not a row here; rows: {', '.join(sorted(rows))}")
-    presses = [row for row in rows if row.split(" (")[0] in KVPRESS_METHODS]
+    presses = table.presses
 
     print(f"N = {len(common)} items with every row; budget {args.budget:g} of the prompt's entries per layer\n")
     score = "EM" if args.metric == "em" else "all values in the answer"

@@ -9,6 +9,7 @@ on the same files. Both read them from here.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -48,9 +49,19 @@ class KVRows:
             sum(1 for item in self.items if mine[item] < theirs[item]),
         )
 
+    @property
+    def presses(self) -> list[str]:
+        """The kvpress rows, by label."""
+        return [row for row in self.records if _method(row) in KVPRESS_METHODS]
+
     def row_starting(self, method: str) -> str | None:
         """The first row whose label is ``method`` or ``method (details)``."""
-        return next((row for row in sorted(self.records) if row.split(" (")[0] == method), None)
+        return next((row for row in sorted(self.records) if _method(row) == method), None)
+
+
+def _method(row: str) -> str:
+    """The method of a row label: ``kv_speckv (smollm2-135m)`` -> ``kv_speckv``."""
+    return row.split(" (")[0]
 
 
 def kv_rows(
@@ -84,6 +95,7 @@ def kv_rows(
     items = sorted(common)
     kept = {row: {item: by_item[item] for item in items} for row, by_item in rows.items()}
     scores = {row: {item: float(kept[row][item][metric]) for item in items} for row in kept}
-    presses = [row for row in kept if row.split(" (")[0] in KVPRESS_METHODS]
-    best = max(presses, key=lambda row: (sum(scores[row].values()), row)) if presses else None
-    return KVRows(budget=budget, metric=metric, items=items, records=kept, scores=scores, best_press=best)
+    table = KVRows(budget=budget, metric=metric, items=items, records=kept, scores=scores, best_press=None)
+    presses = table.presses
+    best = max(presses, key=lambda row: (table.hits(row), row)) if presses else None
+    return dataclasses.replace(table, best_press=best)
