@@ -13,11 +13,15 @@ the engine applies (the draft's own tokens of the prompt plus the lookahead, wit
 positions), so that the full cache, window-only eviction, SpecKV and kvpress's presses are
 compared on the same items. The selection depends on the prompts' lengths only, never on
 any answer. It prints how many items it dropped, then the comma list on the last line.
+``--refused`` prints the other indices instead: the items to run with a draft that has a
+longer window, so that the two runs together cover every item once.
 
 Usage::
 
     .venv/bin/python benchmarks/draft_fits.py --tasks quoref --lengths 8192 --limit 40 \\
         --draft smollm2-135m
+    .venv/bin/python benchmarks/draft_fits.py --tasks quoref --lengths 8192 --limit 40 \\
+        --draft smollm2-135m --refused
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ def main() -> int:
     parser.add_argument("--target", default="qwen2.5-coder-1.5b")
     parser.add_argument("--draft", default="smollm2-135m")
     parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument(
+        "--refused", action="store_true", help="Print the indices the draft cannot read instead of those it can."
+    )
     args = parser.parse_args()
 
     target_tokenizer = load_tokenizer(args.target)
@@ -62,8 +69,9 @@ def main() -> int:
             fits.discard(index)  # one task or length the draft cannot read drops the index for all
             print(f"{item.item_id}: the draft needs {needed} positions of its {limit}", file=sys.stderr)
     print(f"{len(fits)} of {args.limit} item indices fit every task and length", file=sys.stderr)
-    print(",".join(str(index) for index in sorted(fits)))
-    return 0 if fits else 1
+    chosen = set(range(args.limit)) - fits if args.refused else fits
+    print(",".join(str(index) for index in sorted(chosen)))
+    return 0 if chosen else 1
 
 
 if __name__ == "__main__":

@@ -48,7 +48,10 @@ CELLS = (
     Cell("niah_single", "8k", "bench-kv-niah8k.jsonl"),
     Cell("niah_multikey", "8k", "bench-kv-mk8k.jsonl"),
     Cell("niah_multivalue", "8k", "bench-kv-ruler8k.jsonl", "answer_contained"),
+    Cell("vt", "8k", "bench-kv-ruler8k.jsonl", "answer_contained"),
     Cell("quoref", "8k", "bench-kv-quoref8k.jsonl"),
+    # the Quoref items the 135M draft cannot read, with a draft that can
+    Cell("quoref", "8k", "bench-kv-quoref8k-long.jsonl"),
 )
 BUDGETS = (0.1, 0.25)
 
@@ -71,12 +74,19 @@ def _prompt_tokens(table: KVRows) -> str:
     return f"{low / 1000:.1f}k" if low // 100 == high // 100 else f"{low / 1000:.1f}-{high / 1000:.1f}k"
 
 
+def _draft(table: KVRows, speckv: str | None) -> str:
+    """SpecKV's draft in this cell (cells differ where one draft cannot read every prompt)."""
+    if speckv is None:
+        return "not run"
+    return ", ".join(sorted({str(record["draft"]) for record in table.records[speckv].values()}))
+
+
 def _cell_line(cell: Cell, budget: float, records: list[Record]) -> str:
     head = f"| {cell.task} | {cell.length} | 1/{round(1 / budget)} |"
     try:
         table = kv_rows(records, budget, metric=cell.metric, task=cell.task)
     except SystemExit:
-        return f"{head} not run | | | | | | | | |"
+        return f"{head} not run | | | | | | | | | |"
     speckv = table.row_starting(SPECKV)
     window = table.row_starting(WINDOW_ONLY)
     full = table.row_starting(FULL_CACHE)
@@ -84,7 +94,7 @@ def _cell_line(cell: Cell, budget: float, records: list[Record]) -> str:
     rates = " | ".join(_rate(table, row) for row in (full, window, speckv, press))
     name = "" if press is None else f" ({press.removeprefix('kvpress_')})"
     return (
-        f"{head} {len(table.items)} | {_prompt_tokens(table)} | {rates}{name} | "
+        f"{head} {len(table.items)} | {_prompt_tokens(table)} | {_draft(table, speckv)} | {rates}{name} | "
         f"{_versus(table, speckv, press)} | {_versus(table, speckv, window)} | {_versus(table, speckv, full)} |"
     )
 
@@ -94,10 +104,11 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path("docs/img"), help="Folder of the cells' JSONL files.")
     args = parser.parse_args()
     print(
-        "| task | length | budget | N | prompt tokens | full cache | window-only | SpecKV | best kvpress press "
+        "| task | length | budget | N | prompt tokens | SpecKV's draft | full cache | window-only | SpecKV "
+        "| best kvpress press "
         "| SpecKV vs press | SpecKV vs window-only | SpecKV vs full cache |"
     )
-    print("|" + "---|" * 12)
+    print("|" + "---|" * 13)
     for cell in CELLS:
         path = args.dir / cell.path
         records = list(load_records(path).values()) if path.exists() else []

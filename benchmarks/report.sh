@@ -144,11 +144,20 @@ if [ -z "${TABLES_ONLY:-}" ]; then
     $KVP --model "$MODEL" --prompts kv-prompts-quoref8k-$budget.jsonl --out $D/kvpress-quoref8k.jsonl
     $B $Q8 --budgets $budget --import-kvpress $D/kvpress-quoref8k.jsonl --out $D/bench-kv-quoref8k.jsonl
   done
+  # Quoref at 8k, the other 21 items (those the 135M draft cannot read), SpecKV with the 0.5B
+  # Qwen draft (32768 positions, the target's tokenizer); the committed rows ran as two
+  # processes, the first 11 and the last 10 of those items
+  QL="--lengths 8192 --draft qwen2.5-coder-0.5b --tasks quoref --limit 40"
+  QL="$QL --items $(.venv/bin/python benchmarks/draft_fits.py --tasks quoref --lengths 8192 --limit 40 --draft smollm2-135m --refused)"
+  kv_beside_tova $D/bench-kv-quoref8k-long.jsonl $D/kvpress-quoref8k-long.jsonl kv-prompts-quoref8k-long.jsonl \
+    $QL --budgets 0.1,0.25
   # Multi-value at 8k (--lengths 7936, as multi-key: every item fits the 135M draft with its
-  # 48-token lookahead), N = 30, both budgets (the committed rows ran as three processes,
-  # items 0-9, 10-19 and 20-29)
+  # 48-token lookahead), N = 40, both budgets (the committed rows ran as four processes,
+  # items 0-9, 10-19, 20-29 and 30-39), then variable tracking at 8k, N = 8
   kv_beside_tova $D/bench-kv-ruler8k.jsonl $D/kvpress-ruler8k.jsonl kv-prompts-niah_multivalue-8k.jsonl \
-    --lengths 7936 --budgets 0.1,0.25 --draft smollm2-135m --tasks niah_multivalue --limit 30
+    --lengths 7936 --budgets 0.1,0.25 --draft smollm2-135m --tasks niah_multivalue --limit 40
+  kv_beside_tova $D/bench-kv-ruler8k.jsonl $D/kvpress-ruler8k.jsonl kv-prompts-vt-8k.jsonl \
+    --lengths 7936 --budgets 0.1,0.25 --draft smollm2-135m --tasks vt --limit 8
   # Single needle at 8k (--lengths 7936, as multi-key), N = 20; the committed TOVA rows are
   # at 1/10 only (its prompts were exported with --budgets 0.1), a run from here has both
   kv_beside_tova $D/bench-kv-niah8k.jsonl $D/kvpress-niah8k.jsonl kv-prompts-niah_single-8k.jsonl \
@@ -214,7 +223,10 @@ for budget in 0.1 0.25; do
   .venv/bin/python benchmarks/kv_side_by_side.py $D/bench-kv-mk8k.jsonl --budget $budget
   .venv/bin/python benchmarks/kv_side_by_side.py $D/bench-kv-quoref4k-n40.jsonl --budget $budget
   .venv/bin/python benchmarks/kv_side_by_side.py $D/bench-kv-quoref8k.jsonl --budget $budget
-  .venv/bin/python benchmarks/kv_side_by_side.py $D/bench-kv-ruler8k.jsonl --budget $budget --metric answer_contained
+  .venv/bin/python benchmarks/kv_side_by_side.py $D/bench-kv-quoref8k-long.jsonl --budget $budget
+  for task in niah_multivalue vt; do
+    .venv/bin/python benchmarks/kv_side_by_side.py $D/bench-kv-ruler8k.jsonl --budget $budget --task $task --metric answer_contained
+  done
   .venv/bin/python benchmarks/kv_side_by_side.py $D/bench-kv-niah8k.jsonl --budget $budget
 done
 # every KV cell above in one table (docs/benchmarks.md, "SpecKV against kvpress, every cell")
