@@ -158,8 +158,8 @@ if [ -z "${TABLES_ONLY:-}" ]; then
     --lengths 7936 --budgets 0.1,0.25 --draft smollm2-135m --tasks niah_multivalue --limit 40
   kv_beside_tova $D/bench-kv-ruler8k.jsonl $D/kvpress-ruler8k.jsonl kv-prompts-vt-8k.jsonl \
     --lengths 7936 --budgets 0.1,0.25 --draft smollm2-135m --tasks vt --limit 8
-  # Single needle at 8k (--lengths 7936, as multi-key), N = 20; the committed TOVA rows are
-  # at 1/10 only (its prompts were exported with --budgets 0.1), a run from here has both
+  # Single needle at 8k (--lengths 7936, as multi-key), N = 20; the committed TOVA rows ran
+  # one budget at a time, in two sessions (prompts exported with --budgets 0.1, then 0.25)
   kv_beside_tova $D/bench-kv-niah8k.jsonl $D/kvpress-niah8k.jsonl kv-prompts-niah_single-8k.jsonl \
     --lengths 7936 --budgets 0.1,0.25 --draft smollm2-135m --tasks niah_single --limit 20
 fi
