@@ -151,6 +151,9 @@ if [ -z "${TABLES_ONLY:-}" ]; then
   QL="$QL --items $(.venv/bin/python benchmarks/draft_fits.py --tasks quoref --lengths 8192 --limit 40 --draft smollm2-135m --refused)"
   kv_beside_tova $D/bench-kv-quoref8k-long.jsonl $D/kvpress-quoref8k-long.jsonl kv-prompts-quoref8k-long.jsonl \
     $QL --budgets 0.1,0.25
+  # SpecKV-PC on the same items with the 135M draft: SpecPC scores the documents in pieces of
+  # its window, so the draft then reads a prompt it can (the committed rows: two processes)
+  $A ${QL/qwen2.5-coder-0.5b/smollm2-135m} --budgets 0.1,0.25 --methods kv_speckv_pc --out $D/bench-kv-quoref8k-long.jsonl
   # Multi-value at 8k (--lengths 7936, as multi-key: every item fits the 135M draft with its
   # 48-token lookahead), N = 40, both budgets (the committed rows ran as four processes,
   # items 0-9, 10-19, 20-29 and 30-39), then variable tracking at 8k, N = 8
