@@ -54,6 +54,21 @@ CELLS = (
     Cell("quoref", "8k", "bench-kv-quoref8k-long.jsonl"),
 )
 BUDGETS = (0.1, 0.25)
+COLUMNS = (
+    "task",
+    "length",
+    "budget",
+    "N",
+    "prompt tokens",
+    "SpecKV's draft",
+    "full cache",
+    "window-only",
+    "SpecKV",
+    "best kvpress press",
+    "SpecKV vs press",
+    "SpecKV vs window-only",
+    "SpecKV vs full cache",
+)
 
 
 def _versus(table: KVRows, row: str | None, other: str | None) -> str:
@@ -86,7 +101,7 @@ def _cell_line(cell: Cell, budget: float, records: list[Record]) -> str:
     try:
         table = kv_rows(records, budget, metric=cell.metric, task=cell.task)
     except SystemExit:
-        return f"{head} not run | | | | | | | | | |"
+        return f"{head} not run |" + " |" * (len(COLUMNS) - 4)
     speckv = table.row_starting(SPECKV)
     window = table.row_starting(WINDOW_ONLY)
     full = table.row_starting(FULL_CACHE)
@@ -103,12 +118,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--dir", type=Path, default=Path("docs/img"), help="Folder of the cells' JSONL files.")
     args = parser.parse_args()
-    print(
-        "| task | length | budget | N | prompt tokens | SpecKV's draft | full cache | window-only | SpecKV "
-        "| best kvpress press "
-        "| SpecKV vs press | SpecKV vs window-only | SpecKV vs full cache |"
-    )
-    print("|" + "---|" * 13)
+    print("| " + " | ".join(COLUMNS) + " |")
+    print("|" + "---|" * len(COLUMNS))
     for cell in CELLS:
         path = args.dir / cell.path
         records = list(load_records(path).values()) if path.exists() else []

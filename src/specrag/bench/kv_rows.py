@@ -9,7 +9,6 @@ on the same files. Both read them from here.
 
 from __future__ import annotations
 
-import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,9 +24,7 @@ FULL_CACHE = "kv_full"
 class KVRows:
     """Per row label, per item id, the record at one budget, restricted to common items.
 
-    ``scores[row][item]`` is the per-item metric; ``best_press`` is the kvpress row with the
-    highest total on these items (ties broken by name, so the choice is deterministic), or
-    ``None`` when no kvpress row ran at this budget.
+    ``scores[row][item]`` is the per-item metric.
     """
 
     budget: float
@@ -35,7 +32,6 @@ class KVRows:
     items: list[str]
     records: dict[str, dict[str, Record]]
     scores: dict[str, dict[str, float]]
-    best_press: str | None
 
     def hits(self, row: str) -> float:
         """Items the row answers (sum of its per-item scores)."""
@@ -53,6 +49,13 @@ class KVRows:
     def presses(self) -> list[str]:
         """The kvpress rows, by label."""
         return [row for row in self.records if _method(row) in KVPRESS_METHODS]
+
+    @property
+    def best_press(self) -> str | None:
+        """The kvpress row with the highest total on these items (ties broken by name, so the
+        choice is deterministic), or ``None`` when no kvpress row ran at this budget."""
+        presses = self.presses
+        return max(presses, key=lambda row: (self.hits(row), row)) if presses else None
 
     def row_starting(self, method: str) -> str | None:
         """The first row whose label is ``method`` or ``method (details)``."""
@@ -95,7 +98,4 @@ def kv_rows(
     items = sorted(common)
     kept = {row: {item: by_item[item] for item in items} for row, by_item in rows.items()}
     scores = {row: {item: float(kept[row][item][metric]) for item in items} for row in kept}
-    table = KVRows(budget=budget, metric=metric, items=items, records=kept, scores=scores, best_press=None)
-    presses = table.presses
-    best = max(presses, key=lambda row: (table.hits(row), row)) if presses else None
-    return dataclasses.replace(table, best_press=best)
+    return KVRows(budget=budget, metric=metric, items=items, records=kept, scores=scores)
